@@ -1,0 +1,23 @@
+"""`speaker-district`: the reference district tool (keys, signing, sending, certificates, watching)."""
+
+from node.clidispatch import dispatch
+
+COMMANDS = {
+    "init": ("provisioning.district.workspace", "create a district workspace: keys, trust.json, TLS CA"),
+    "sign-audio": ("provisioning.district.sign_audio", "write a signed manifest beside an audio file"),
+    "send": ("provisioning.district.send", "sign and publish a command (play, stop, schedule, live, trust...)"),
+    "issue-cert": ("provisioning.district.certs", "issue a node TLS certificate (new key or from a CSR)"),
+    "list-certs": ("provisioning.district.certs", "list issued node certificates"),
+    "revoke": ("provisioning.district.certs", "revoke a node certificate"),
+    "crl": ("provisioning.district.certs", "export the certificate revocation list for the broker"),
+    "broker-config": ("provisioning.district.broker_config", "write Mosquitto config + ACL for this district"),
+    "watch": ("provisioning.district.watch", "live table of nodes from their heartbeats"),
+}
+
+
+def main(argv=None) -> int:
+    return dispatch("speaker-district", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
