@@ -1,0 +1,347 @@
+"""Node configuration: one TOML file, a schema with defaults, and every problem reported at once.
+
+`speaker-node check-config FILE` prints the problems; the daemon exits 78 (EX_CONFIG) on any of them.
+Each problem names the key ("broker.keepalive") and, for unknown keys, the nearest known one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from node.errors import EX_CONFIG, ConfigError
+
+DEFAULT_PATH = "/etc/speaker-node/node.toml"
+NODE_ID_RE = re.compile(r"^\d{5}-\d{2}$")
+GROUP_RE = re.compile(r"^(c\d{5}|d\d{3}|p\d{2}|all)$")
+HOSTPORT_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class Invalid(ValueError):
+    """Raised by a field converter; the message says what was expected."""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 90, 1.5, "90s", "30m", "2h", "7d", "250ms"."""
+    if isinstance(value, bool):
+        raise Invalid("expected a duration such as 30, \"90s\", \"15m\", \"2h\" or \"7d\"")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise Invalid("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise Invalid(f"expected a duration such as 30, \"90s\", \"15m\", \"2h\" or \"7d\", got {value!r}")
+
+
+# --- field converters -------------------------------------------------------------------------
+
+
+def _typed(kind: type | tuple, name: str) -> Callable[[Any], Any]:
+    def convert(value):
+        if isinstance(value, bool) and kind is not bool:
+            raise Invalid(f"expected {name}, got a boolean")
+        if not isinstance(value, kind):
+            raise Invalid(f"expected {name}, got {type(value).__name__} {value!r}")
+        return float(value) if kind == (int, float) else value
+
+    return convert
+
+
+STR = _typed(str, "a string")
+BOOL = _typed(bool, "true or false")
+INT = _typed(int, "an integer")
+NUMBER = _typed((int, float), "a number")
+
+
+def ranged(convert, low=None, high=None):
+    def check(value):
+        value = convert(value)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise Invalid(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return check
+
+
+def matching(regex: re.Pattern, example: str):
+    def check(value):
+        value = STR(value)
+        if not regex.match(value):
+            raise Invalid(f"{value!r} is not valid (expected something like {example!r})")
+        return value
+
+    return check
+
+
+def list_of(convert, min_len=0):
+    def check(value):
+        if not isinstance(value, list):
+            raise Invalid(f"expected a list, got {type(value).__name__}")
+        if len(value) < min_len:
+            raise Invalid(f"needs at least {min_len} entr{'y' if min_len == 1 else 'ies'}")
+        problems, out = [], []
+        for i, item in enumerate(value):
+            try:
+                out.append(convert(item))
+            except Invalid as exc:
+                problems.append(f"[{i}]: {exc}")
+        if problems:
+            raise Invalid("; ".join(problems))
+        return out
+
+    return check
+
+
+def pin_spec(value):
+    """{pin = 17, active_high = true} -> SimpleNamespace(pin, active_high, name)."""
+    if not isinstance(value, dict):
+        raise Invalid("expected a table like { pin = 17, active_high = true }")
+    unknown = set(value) - {"pin", "active_high", "name"}
+    if unknown:
+        raise Invalid(f"unknown key(s) {sorted(unknown)} (known: pin, active_high, name)")
+    if "pin" not in value:
+        raise Invalid("missing 'pin'")
+    pin = ranged(INT, 0, 53)(value["pin"])
+    active_high = BOOL(value.get("active_high", True))
+    return SimpleNamespace(pin=pin, active_high=active_high, name=value.get("name"))
+
+
+def zone_spec(value):
+    spec = pin_spec(value)
+    if not spec.name or not isinstance(spec.name, str):
+        raise Invalid("each zone needs a 'name'")
+    return spec
+
+
+def optional(convert):
+    def check(value):
+        return None if value in ("", None) else convert(value)
+
+    return check
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class F:
+    convert: Callable[[Any], Any]
+    default: Any = REQUIRED
+    doc: str = ""
+
+
+SCHEMA: dict[str, dict[str, F]] = {
+    "node": {
+        "id": F(matching(NODE_ID_RE, "27787-03"), REQUIRED, "commune code + cluster number"),
+        "groups": F(list_of(matching(GROUP_RE, "c27787")), [], "c<commune>, d<district>, p<province>"),
+        "timezone": F(STR, "Asia/Ho_Chi_Minh"),
+        "simulate": F(BOOL, False, "wire simulated hardware (MockFactory pins, WAV output, pty modem)"),
+    },
+    "broker": {
+        "servers": F(list_of(matching(HOSTPORT_RE, "broker.example.vn:8883"), 1), REQUIRED,
+                     "host:port, tried in order"),
+        "topic_prefix": F(matching(re.compile(r"^[A-Za-z0-9_-]{1,32}$"), "spk"), "spk"),
+        "ca_file": F(STR, "/etc/speaker-node/ca.crt"),
+        "cert_file": F(STR, "/etc/speaker-node/node.crt"),
+        "key_file": F(STR, "/etc/speaker-node/node.key"),
+        "keepalive": F(ranged(INT, 10, 3600), 60),
+        "reconnect_min": F(ranged(parse_duration, 0.1, 60), 1.0),
+        "reconnect_max": F(ranged(parse_duration, 1, 3600), 120.0),
+        "session_expiry": F(ranged(parse_duration, 0, 30 * 86400), 7 * 86400.0),
+    },
+    "trust": {
+        "file": F(STR, "/etc/speaker-node/trust.json"),
+        "max_message_bytes": F(ranged(INT, 1024, 4 * 1024 * 1024), 65536),
+        "clock_skew": F(ranged(parse_duration, 0, 600), 30.0),
+        "max_validity": F(ranged(parse_duration, 60, 400 * 86400), 31 * 86400.0),
+    },
+    "storage": {
+        "state_dir": F(STR, "/var/lib/speaker-node"),
+        "cache_dir": F(STR, ""),  # default: <state_dir>/cache
+        "cache_quota_mb": F(ranged(INT, 16, 1 << 20), 2048),
+    },
+    "audio": {
+        "output": F(matching(re.compile(r"^(alsa|wav)$"), "alsa"), "alsa"),
+        "device": F(STR, "default"),
+        "wav_dir": F(STR, ""),  # default when output = "wav": <state_dir>/wav
+        "default_volume": F(ranged(INT, 0, 100), 80),
+        "max_audio_mb": F(ranged(INT, 1, 4096), 200),
+        "max_duration": F(ranged(parse_duration, 1, 86400), 7200.0),
+        "max_queue": F(ranged(INT, 1, 1024), 32),
+    },
+    "relays": {
+        "amplifier": F(optional(pin_spec), None),
+        "zones": F(list_of(zone_spec), []),
+        "warmup": F(ranged(parse_duration, 0, 60), 2.0),
+        "tail": F(ranged(parse_duration, 0, 60), 1.0),
+        "idle_hold": F(ranged(parse_duration, 0, 3600), 30.0),
+        "min_off": F(ranged(parse_duration, 0, 600), 5.0),
+    },
+    "inputs": {
+        "door": F(optional(pin_spec), None),
+        "mains": F(optional(pin_spec), None),
+        "amp_fault": F(optional(pin_spec), None),
+        "relay_feedback": F(optional(pin_spec), None),
+        "debounce": F(ranged(parse_duration, 0, 5), 0.05),
+    },
+    "modem": {
+        "enabled": F(BOOL, True),
+        "port": F(STR, "/dev/ttyModemAT"),
+        "baud": F(ranged(INT, 1200, 4_000_000), 115200),
+        "poll_interval": F(ranged(parse_duration, 5, 3600), 60.0),
+        "power_cycle": F(optional(pin_spec), None),
+        "no_link_after": F(ranged(parse_duration, 30, 86400), 300.0),
+    },
+    "health": {
+        "heartbeat_full": F(ranged(parse_duration, 30, 86400), 900.0),
+        "delta_min_interval": F(ranged(parse_duration, 0, 3600), 5.0),
+        "outbox_max_rows": F(ranged(INT, 100, 10_000_000), 50000),
+    },
+    "clock": {
+        "ntp_sync_file": F(STR, "/run/systemd/timesync/synchronized"),
+    },
+}
+
+
+@dataclass
+class Config:
+    """Attribute access by section: cfg.broker.servers. `source` is the file it came from."""
+
+    sections: dict[str, SimpleNamespace]
+    source: str = ""
+    raw: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["sections"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def all_groups(self) -> list[str]:
+        return sorted(set(self.node.groups) | {"all"})
+
+
+def _near(name: str, known) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def validate(data: dict, source: str = "") -> Config:
+    problems: list[str] = []
+    sections: dict[str, SimpleNamespace] = {}
+    for name in data:
+        if name not in SCHEMA:
+            problems.append(f"[{name}]: unknown section{_near(name, SCHEMA)}")
+    for section, fields in SCHEMA.items():
+        given = data.get(section, {})
+        if not isinstance(given, dict):
+            problems.append(f"[{section}]: expected a table")
+            given = {}
+        for key in given:
+            if key not in fields:
+                problems.append(f"{section}.{key}: unknown key{_near(key, fields)}")
+        values = {}
+        for key, spec in fields.items():
+            if key in given:
+                try:
+                    values[key] = spec.convert(given[key])
+                except Invalid as exc:
+                    problems.append(f"{section}.{key}: {exc}")
+            elif spec.default is REQUIRED:
+                problems.append(f"{section}.{key}: required but missing")
+            else:
+                values[key] = list(spec.default) if isinstance(spec.default, list) else spec.default
+        sections[section] = SimpleNamespace(**values)
+
+    if not problems:
+        problems += _cross_checks(sections)
+    if problems:
+        raise ConfigError(problems)
+    _fill_derived(sections)
+    return Config(sections=sections, source=source, raw=data)
+
+
+def _cross_checks(s: dict[str, SimpleNamespace]) -> list[str]:
+    problems = []
+    if s["broker"].reconnect_min > s["broker"].reconnect_max:
+        problems.append("broker.reconnect_min: must not exceed broker.reconnect_max")
+    pins: dict[int, str] = {}
+    named = [("relays.amplifier", s["relays"].amplifier), ("modem.power_cycle", s["modem"].power_cycle)]
+    named += [(f"relays.zones[{z.name}]", z) for z in s["relays"].zones]
+    named += [(f"inputs.{k}", getattr(s["inputs"], k)) for k in ("door", "mains", "amp_fault", "relay_feedback")]
+    for where, spec in named:
+        if spec is None:
+            continue
+        if spec.pin in pins:
+            problems.append(f"{where}: GPIO {spec.pin} is already used by {pins[spec.pin]}")
+        pins[spec.pin] = where
+    zone_names = [z.name for z in s["relays"].zones]
+    if len(zone_names) != len(set(zone_names)):
+        problems.append("relays.zones: zone names must be unique")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(s["node"].timezone)
+    except Exception:
+        problems.append(f"node.timezone: unknown time zone {s['node'].timezone!r}")
+    return problems
+
+
+def _fill_derived(s: dict[str, SimpleNamespace]) -> None:
+    state = Path(s["storage"].state_dir)
+    if not s["storage"].cache_dir:
+        s["storage"].cache_dir = str(state / "cache")
+    if not s["audio"].wav_dir:
+        s["audio"].wav_dir = str(state / "wav")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file; raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return validate(data, str(path))
+
+
+def report(exc: ConfigError, source: str) -> str:
+    lines = [f"speaker-node: invalid configuration {source} ({len(exc.problems)} problem(s)):"]
+    lines += [f"  - {p}" for p in exc.problems]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """speaker-node check-config FILE"""
+    parser = argparse.ArgumentParser(prog="speaker-node check-config", description=__doc__.splitlines()[0])
+    parser.add_argument("file", nargs="?", default=DEFAULT_PATH)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(report(exc, args.file), file=sys.stderr)
+        return EX_CONFIG
+    print(f"{args.file}: OK (node {cfg.node.id}, groups {', '.join(cfg.all_groups)}, "
+          f"brokers {', '.join(cfg.broker.servers)})")
+    return 0

@@ -1,0 +1,49 @@
+"""Session fixtures: a throwaway district (CA, broker and client certificates) and a real Mosquitto 2
+with TLS and the project's own ACL, on a free loopback port; stopped after the session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+
+from support import NODES, make_tls_workspace  # noqa: E402
+
+from provisioning.district.localbroker import LocalBroker  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long runs (kill -9 cycles, fuzzing, fleets); -m slow")
+
+
+@pytest.fixture(scope="session")
+def district_ws(tmp_path_factory) -> Path:
+    return make_tls_workspace(tmp_path_factory.mktemp("district"))
+
+
+@pytest.fixture(scope="session")
+def broker(district_ws, tmp_path_factory):
+    b = LocalBroker(district_ws, tmp_path_factory.mktemp("mosquitto"), nodes=NODES)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def fresh_broker(district_ws, tmp_path):
+    """A broker of the test's own, for tests that stop or restart it."""
+    b = LocalBroker(district_ws, tmp_path / "mosquitto", nodes=NODES)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def python_exe() -> str:
+    return os.environ.get("SPEAKER_PYTHON", sys.executable)

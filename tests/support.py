@@ -1,0 +1,142 @@
+"""Test helpers shared by the suites: a district workspace, MQTT probes, waiting without sleeping blindly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import queue
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from provisioning import pki
+from provisioning.district.localbroker import client_tls
+
+NODES = {
+    "27787-01": ["c27787", "d760", "p75"],
+    "27787-02": ["c27787", "d760", "p75"],
+    "27788-01": ["c27788", "d760", "p75"],
+}
+
+
+def make_tls_workspace(ws: Path, nodes: dict[str, list[str]] = NODES) -> Path:
+    """District TLS material plus node certificates (ws/nodes/ID/node.{crt,key}) and odd cases:
+    an expired node certificate and a certificate from a foreign CA."""
+    tls = ws / "tls"
+    if not (tls / "ca.crt").exists():
+        ca_key, ca = pki.create_ca("test district CA")
+        pki.write_private_key(tls / "ca.key", ca_key)
+        pki.write_cert(tls / "ca.crt", ca)
+        key, cert = pki.issue_server_cert(ca_key, ca, ["localhost", "127.0.0.1", "::1"])
+        pki.write_private_key(tls / "broker.key", key)
+        pki.write_cert(tls / "broker.crt", cert)
+        for ident in ("district", "monitor"):
+            key, cert = pki.issue_client_cert(ca_key, ca, ident)
+            pki.write_private_key(tls / f"{ident}.key", key)
+            pki.write_cert(tls / f"{ident}.crt", cert)
+        pki.write_crl(tls / "crl.pem", pki.build_crl(ca_key, ca, []))
+    ca_key, ca = pki.load_private_key(tls / "ca.key"), pki.load_cert(tls / "ca.crt")
+    for node_id in nodes:
+        d = ws / "nodes" / node_id
+        if not (d / "node.crt").exists():
+            key, cert = pki.issue_client_cert(ca_key, ca, node_id)
+            pki.write_private_key(d / "node.key", key)
+            pki.write_cert(d / "node.crt", cert)
+    odd = ws / "odd"
+    if not (odd / "expired.crt").exists():
+        past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
+        key, cert = pki.issue_client_cert(ca_key, ca, "27787-01", not_before=past,
+                                          not_after=past + dt.timedelta(days=30))
+        pki.write_private_key(odd / "expired.key", key)
+        pki.write_cert(odd / "expired.crt", cert)
+        foreign_key, foreign = pki.create_ca("someone else's CA")
+        key, cert = pki.issue_client_cert(foreign_key, foreign, "27787-01")
+        pki.write_private_key(odd / "foreign.key", key)
+        pki.write_cert(odd / "foreign.crt", cert)
+    return ws
+
+
+def node_tls(ws: Path, node_id: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(ws / "tls" / "ca.crt"))
+    ctx.load_cert_chain(str(ws / "nodes" / node_id / "node.crt"), str(ws / "nodes" / node_id / "node.key"))
+    return ctx
+
+
+class Probe:
+    """A real MQTT client (mTLS) that records what it receives, for asserting on broker traffic."""
+
+    def __init__(self, broker, ctx: ssl.SSLContext, client_id: str, subscribe=(), connect=True):
+        self.messages: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
+        self.seen: list[tuple[str, bytes, bool]] = []
+        self.connack = threading.Event()
+        self.reason = None
+        self.acks: set[int] = set()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.tls_set_context(ctx)
+        self._subscribe = list(subscribe)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_publish = lambda c, u, mid, rc, p: self.acks.add(mid)
+        self.broker = broker
+        if connect:
+            self.client.connect(broker.host, broker.port, keepalive=30)
+            self.client.loop_start()
+            if not self.connack.wait(10):
+                raise TimeoutError("no CONNACK")
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.reason = reason_code
+        if not reason_code.is_failure and self._subscribe:
+            client.subscribe([(t, 1) for t in self._subscribe])
+            time.sleep(0.1)
+        self.connack.set()
+
+    def _on_message(self, client, userdata, msg):
+        self.seen.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+        self.messages.put(msg)
+
+    def wait_for(self, predicate, timeout: float = 10.0):
+        """Return the first received message (topic, payload-json) for which predicate(topic, obj) holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no matching message; saw {[(t, p[:120]) for t, p, _ in self.seen[-10:]]}")
+            try:
+                msg = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            try:
+                obj = json.loads(msg.payload)
+            except ValueError:
+                obj = None
+            if predicate(msg.topic, obj):
+                return msg.topic, obj
+
+    def publish(self, topic, payload, qos=1, retain=False, timeout=5.0) -> bool:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout)
+        return info.is_published()
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def district_probe(broker, ws: Path, subscribe=("spk/node/+/status", "spk/node/+/events", "spk/node/+/delta"),
+                   client_id="district-probe"):
+    return Probe(broker, client_tls(ws, "district"), client_id, subscribe)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not met")
