@@ -140,3 +140,79 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise TimeoutError("condition not met")
+
+
+def write_node_config(path: Path, ws: Path, node_id: str, servers: list[str], *, groups=None,
+                      state_dir: Path | None = None, extra: str = "", trust_file: Path | None = None) -> Path:
+    """A node.toml for a simulated node of the test district."""
+    groups = groups if groups is not None else NODES.get(node_id, [])
+    state_dir = state_dir or path.parent / f"state-{node_id}"
+    nd = ws / "nodes" / node_id
+    trust_file = trust_file or ws / "trust.json"
+    text = f"""
+[node]
+id = "{node_id}"
+groups = {json.dumps(groups)}
+simulate = true
+
+[broker]
+servers = {json.dumps(servers)}
+ca_file = "{ws / 'tls' / 'ca.crt'}"
+cert_file = "{nd / 'node.crt'}"
+key_file = "{nd / 'node.key'}"
+keepalive = 10
+reconnect_min = 0.2
+reconnect_max = 2
+
+[trust]
+file = "{trust_file}"
+
+[storage]
+state_dir = "{state_dir}"
+
+[audio]
+output = "wav"
+
+[modem]
+enabled = false
+{extra}
+"""
+    path.write_text(text)
+    return path
+
+
+class NodeProcess:
+    """`speaker-node run` as a real child process."""
+
+    def __init__(self, config: Path, python: str, env: dict | None = None, args=()):
+        import os
+        import subprocess
+        import sys
+
+        self.config = config
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        root = Path(__file__).resolve().parent.parent
+        full_env["PYTHONPATH"] = str(root) + os.pathsep + full_env.get("PYTHONPATH", "")
+        self.log_path = config.parent / f"{config.stem}.log"
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([python or sys.executable, "-m", "node", "run", "--config", str(config),
+                                      *args], stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+
+    def kill9(self):
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout=15) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()

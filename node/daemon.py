@@ -1,0 +1,73 @@
+"""`speaker-node run --config FILE [--simulate]`: the node daemon.
+
+The start sequence reads top to bottom; everything started is stopped in reverse in `finally`.
+Exit codes systemd understands: 0 clean stop (SIGTERM), 78 EX_CONFIG for a bad configuration
+(Restart=on-failure would not help, so the unit uses RestartPreventExitStatus=78), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from node.config import DEFAULT_PATH, load_config, report
+from node.errors import EX_CONFIG, ConfigError
+
+log = logging.getLogger("speaker-node")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="speaker-node run", description="Run the speaker-node daemon.")
+    p.add_argument("--config", default=DEFAULT_PATH, help=f"node configuration (default {DEFAULT_PATH})")
+    p.add_argument("--simulate", action="store_true",
+                   help="simulated hardware: MockFactory pins, WAV output, pty modem (same daemon code)")
+    p.add_argument("--log-level", default=os.environ.get("SPEAKER_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def setup_logging(level: str) -> None:
+    # journald adds timestamps; keep lines short and greppable.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(report(exc, args.config), file=sys.stderr)
+        return EX_CONFIG
+    if args.simulate:
+        cfg.node.simulate = True
+
+    from node.wiring import build_app  # imported after the config check: a bad config exits fast
+
+    try:
+        app = build_app(cfg)
+    except ConfigError as exc:
+        print(report(exc, args.config), file=sys.stderr)
+        return EX_CONFIG
+
+    def on_signal(signum, frame):
+        log.info("signal %d: stopping", signum)
+        app.loop.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        app.start()
+        app.loop.run()
+    finally:
+        app.shutdown()
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

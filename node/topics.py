@@ -1,0 +1,40 @@
+"""MQTT topic names (docs/protocol.md, "Topics")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    node_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/node/{self.node_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def delta(self) -> str:
+        return f"{self.base}/delta"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.base}/cmd"
+
+    def group_cmd(self, group: str) -> str:
+        return f"{self.prefix}/group/{group}/cmd"
+
+    def command_topics(self, groups) -> list[str]:
+        return [self.cmd] + [self.group_cmd(g) for g in sorted(set(groups) | {"all"})]
+
+    def is_own_topic(self, topic: str) -> bool:
+        return topic == self.cmd
