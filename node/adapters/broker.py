@@ -118,6 +118,10 @@ class MqttBroker:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        # Only the network thread may write to the TLS socket: two threads writing to one SSL object
+        # corrupt the stream ("bad record mac"). With a socket-write hook registered, paho's publish()
+        # from the node loop only queues the packet and wakes our network thread's select().
+        c.on_socket_register_write = lambda client, userdata, sock: None
         self.client = c
 
     # --- lifecycle -------------------------------------------------------------------------------

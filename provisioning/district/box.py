@@ -1,0 +1,158 @@
+"""District-in-a-box: a district workspace, a real Mosquitto, an HTTPS content server and simulated
+nodes (`speaker-node run --simulate` child processes), all on this machine's loopback.
+
+Used by `speaker-node demo`, the benchmarks and the end-to-end tests: the same product code a district
+and a node run, with only the hardware simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from provisioning.district.content_server import ContentServer
+from provisioning.district.localbroker import LocalBroker
+from provisioning.district.workspace import init_workspace
+from provisioning.node_new import create_node
+from provisioning.nodeid import NodeIdentity
+
+
+def simulated_node_toml(node_dir: Path, node_id: str, groups: list[str], servers: list[str], *,
+                        state_dir: Path, trust_file: Path | None = None, keepalive: int = 60,
+                        extra: str = "") -> str:
+    """node.toml for a simulated node: the node's own key material, state under state_dir, WAV output."""
+    return f"""# simulated node {node_id} (district-in-a-box)
+[node]
+id = "{node_id}"
+groups = {json.dumps(groups)}
+simulate = true
+
+[broker]
+servers = {json.dumps(servers)}
+ca_file = "{node_dir / 'ca.crt'}"
+cert_file = "{node_dir / 'node.crt'}"
+key_file = "{node_dir / 'node.key'}"
+keepalive = {keepalive}
+reconnect_min = "0.2s"
+reconnect_max = "5s"
+
+[trust]
+file = "{trust_file or node_dir / 'trust.json'}"
+
+[storage]
+state_dir = "{state_dir}"
+
+[audio]
+output = "wav"
+
+[relays]
+amplifier = {{ pin = 17, active_high = true }}
+zones = [ {{ name = "main", pin = 27, active_high = true }} ]
+warmup = "0.3s"
+tail = "0.2s"
+idle_hold = "2s"
+min_off = "0.5s"
+
+[inputs]
+door = {{ pin = 5, active_high = false }}
+mains = {{ pin = 6, active_high = true }}
+amp_fault = {{ pin = 13, active_high = false }}
+
+[modem]
+enabled = true
+port = "sim"
+poll_interval = "10s"
+{extra}
+"""
+
+
+class SimulatedNode:
+    def __init__(self, node_id: str, groups: list[str], node_dir: Path, config: Path, state_dir: Path,
+                 toml_kw: dict | None = None):
+        self.node_id, self.groups = node_id, groups
+        self.toml_kw = toml_kw or {}
+        self.node_dir, self.config, self.state_dir = node_dir, config, state_dir
+        self.proc: subprocess.Popen | None = None
+        self.log_path = node_dir / "node.log"
+
+    def start(self, python: str | None = None, env: dict | None = None) -> None:
+        log = open(self.log_path, "ab")
+        root = Path(__file__).resolve().parents[2]
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        full_env["PYTHONPATH"] = str(root) + os.pathsep + full_env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([python or sys.executable, "-m", "node", "run", "--config", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        log.close()
+
+    def terminate(self, timeout: float = 15) -> int | None:
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    @property
+    def wav_dir(self) -> Path:
+        return self.state_dir / "wav"
+
+
+class DistrictInABox:
+    def __init__(self, directory: str | Path, *, district: str = "demo"):
+        self.dir = Path(directory).resolve()
+        self.workspace = self.dir / "district"
+        self.district = district
+        self.nodes: dict[str, SimulatedNode] = {}
+        self.broker: LocalBroker | None = None
+        self.content: ContentServer | None = None
+
+    def create(self) -> None:
+        init_workspace(self.workspace, district=self.district, force=True)
+
+    def add_node(self, commune: str, district: str, province: str, cluster: int, **toml_kw) -> SimulatedNode:
+        identity = NodeIdentity(commune=commune, district=district, province=province, cluster=cluster)
+        nodes_root = self.dir / "nodes"
+        node_dir, _ = create_node(self.workspace, identity, nodes_root, servers=["127.0.0.1:8883"], replace=True)
+        node = SimulatedNode(identity.node_id, identity.groups, node_dir, node_dir / "node-sim.toml",
+                             node_dir / "state", toml_kw)
+        self.nodes[identity.node_id] = node
+        return node
+
+    def start_broker(self) -> LocalBroker:
+        self.broker = LocalBroker(self.workspace, self.dir / "broker",
+                                  nodes={n.node_id: n.groups for n in self.nodes.values()})
+        self.broker.start()
+        for node in self.nodes.values():
+            node.config.write_text(simulated_node_toml(node.node_dir, node.node_id, node.groups,
+                                                       [self.broker.address], state_dir=node.state_dir,
+                                                       **node.toml_kw))
+        return self.broker
+
+    def start_content_server(self) -> ContentServer:
+        self.content = ContentServer(self.workspace, self.dir / "content").start()
+        return self.content
+
+    def start_nodes(self, python: str | None = None) -> None:
+        for node in self.nodes.values():
+            node.start(python)
+
+    def stop(self) -> dict[str, int | None]:
+        codes = {node_id: node.terminate() for node_id, node in self.nodes.items()}
+        if self.content:
+            self.content.stop()
+            self.content = None
+        if self.broker:
+            self.broker.stop()
+            self.broker = None
+        return codes
