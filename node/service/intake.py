@@ -1,0 +1,176 @@
+"""Command intake: every message from the broker passes here, and only here.
+
+  bytes -> size cap -> pure verifier (node.trust) -> persist (seen id / document) -> act
+
+The verifier decides; this class only persists what was accepted *before* acting on it (so a power cut
+can never replay it), turns rejections into rate-limited events, and keeps the trust chain and the
+clock trust up to date. A rejected message never reaches playback, so it can never make a sound or
+move a relay.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from node.errors import RemoteDataError
+from node.service.ratelimit import TokenBucket
+from node.trust import reasons
+from node.trust.clock import ClockTrust
+from node.trust.commands import Limits
+from node.trust.envelope import PAYLOAD_TRUST, parse_envelope
+from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_update
+from node.trust.verifier import Accepted, Rejected, verify_command
+
+log = logging.getLogger(__name__)
+
+BUILD_FLOOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)  # no trusted time can be older than this build
+
+
+class Dispatcher(Protocol):
+    def on_play(self, command, envelope: bytes) -> None: ...
+    def on_stop(self, command) -> None: ...
+    def on_schedule(self, command, envelope: bytes) -> None: ...
+    def on_live(self, command) -> None: ...
+    def on_config(self, command) -> None: ...
+
+
+@dataclass
+class Decision:
+    """What happened to one message, for the log, tests and the demo timeline."""
+
+    outcome: str          # accepted | rejected | ignored
+    reason: str | None
+    command_id: str | None
+    kind: str | None
+
+
+def _epoch(t: dt.datetime) -> float:
+    return t.timestamp()
+
+
+class TrustKeeper:
+    """The trust document in force: the provisioned root document plus every update accepted since,
+    kept as a chain of exact signed bytes and re-verified link by link at start-up."""
+
+    def __init__(self, provisioned: bytes, store):
+        self.store = store
+        self.document: TrustDocument = load_trust_file(provisioned)
+        for accepted_at, envelope in store.get("trust_chain", []):
+            try:
+                self.document = verify_trust_update(
+                    base64.b64decode(envelope), current_trust=self.document,
+                    now_or_floor=dt.datetime.fromisoformat(accepted_at))
+            except RemoteDataError as exc:
+                # Typically: the SD card was re-provisioned with a newer root document. Keep what verifies.
+                log.warning("stored trust update skipped: %s", exc)
+
+    def update(self, envelope: bytes, now_or_floor: dt.datetime) -> TrustDocument:
+        new = verify_trust_update(envelope, current_trust=self.document, now_or_floor=now_or_floor)
+        chain = self.store.get("trust_chain", [])
+        chain.append([now_or_floor.isoformat(), base64.b64encode(envelope).decode()])
+        self.store.put("trust_chain", chain[-16:])  # rotation history beyond 16 links is never needed
+        self.document = new
+        return new
+
+    def days_left(self, now: dt.datetime) -> float:
+        return (self.document.expires - now).total_seconds() / 86400
+
+
+class CommandIntake:
+    def __init__(self, *, node_id: str, groups: list[str], store, trust: TrustKeeper, clock, clock_trust: ClockTrust,
+                 limits: Limits, max_message_bytes: int, dispatcher: Dispatcher,
+                 emit: Callable[[str, dict], None]):
+        self.node_id, self.groups = node_id, list(groups)
+        self.store, self.trust, self.clock, self.clock_trust = store, trust, clock, clock_trust
+        self.limits, self.max_message_bytes = limits, max_message_bytes
+        self.dispatcher, self.emit = dispatcher, emit
+        self.rejections = TokenBucket(rate_per_s=10 / 60, burst=20)
+        self.decisions: list[Decision] = []  # last few, for status and tests
+
+    # --- time ------------------------------------------------------------------------------------
+    def observe_clock(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
+        return self.clock_trust.observe(wall=self.clock.wall(), monotonic=self.clock.monotonic(),
+                                        ntp_synced=self.clock.ntp_synchronized(), cellular=cellular)
+
+    # --- messages ----------------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> Decision:
+        now = self.observe_clock()
+        if len(payload) > self.max_message_bytes:
+            return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{len(payload)} bytes"))
+        try:
+            envelope = parse_envelope(payload, max_bytes=self.max_message_bytes,
+                                      max_signatures=self.limits.max_signatures)
+        except RemoteDataError as exc:
+            return self._rejected(topic, Rejected(exc.reason, exc.detail))
+        if envelope.payload_type == PAYLOAD_TRUST:
+            return self._trust_update(topic, payload, now)
+        result = verify_command(
+            payload, trust=self.trust.document, node_id=self.node_id, groups=self.groups, topic=topic, now=now,
+            seen=self.store.seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor)
+        if isinstance(result, Rejected):
+            return self._rejected(topic, result)
+        return self._accepted(topic, result, payload)
+
+    def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> Decision:
+        command = accepted.command
+        # Persist first: once the id is on disk, the same bytes can never be accepted again.
+        self.store.accept_command(command.id, _epoch(accepted.remember_until))
+        log.info("accepted %s %s from %s (keys %s)", command.type, command.id, topic,
+                 ",".join(k[:8] for k in accepted.keyids))
+        if command.type == "time":
+            try:
+                self.clock_trust.accept_beacon(command.body.time, self.clock.monotonic())
+                self.observe_clock()
+                self.store.put("time_floor", self.clock_trust.floor.isoformat())
+            except RemoteDataError as exc:
+                return self._rejected(topic, Rejected(exc.reason, exc.detail, command_id=command.id))
+        elif command.type == "schedule":
+            self.store.store_document("schedule", command.version, payload)
+            self.dispatcher.on_schedule(command, payload)
+        elif command.type == "config":
+            self.store.store_document("config", command.version, payload)
+            self.dispatcher.on_config(command)
+        elif command.type == "play":
+            self.dispatcher.on_play(command, payload)
+        elif command.type == "stop":
+            self.dispatcher.on_stop(command)
+        elif command.type == "live":
+            self.dispatcher.on_live(command)
+        self.emit("accepted", {"command_id": command.id, "command": command.type, "level": command.level})
+        return self._note(Decision("accepted", None, command.id, command.type))
+
+    def _trust_update(self, topic: str, payload: bytes, now: dt.datetime | None) -> Decision:
+        try:
+            doc = self.trust.update(payload, now or self.clock_trust.floor)
+        except RemoteDataError as exc:
+            return self._rejected(topic, Rejected(exc.reason, exc.detail, report=reasons.is_reported(exc.reason)))
+        log.info("trust document version %d accepted", doc.version)
+        self.emit("trust_updated", {"version": doc.version, "expires": doc.expires.isoformat()})
+        return self._note(Decision("accepted", None, None, "trust"))
+
+    def _rejected(self, topic: str, rejected: Rejected) -> Decision:
+        outcome = "rejected" if rejected.report else "ignored"
+        log.log(logging.WARNING if rejected.report else logging.DEBUG, "%s message on %s: %s %s", outcome, topic,
+                rejected.reason, rejected.detail)
+        if rejected.report and self.rejections.allow(self.clock.monotonic()):
+            data = {"reason": rejected.reason, "keyid": rejected.keyid, "command_id": rejected.command_id,
+                    "topic": topic, "detail": rejected.detail[:200] or None}
+            suppressed = self.rejections.take_suppressed()
+            if suppressed:
+                data["suppressed"] = suppressed
+            self.emit("rejected", data)
+        return self._note(Decision(outcome, rejected.reason, rejected.command_id, None))
+
+    def _note(self, decision: Decision) -> Decision:
+        self.decisions = (self.decisions + [decision])[-20:]
+        return decision
+
+
+def load_clock_trust(store) -> ClockTrust:
+    floor = store.get("time_floor")
+    floor_dt = dt.datetime.fromisoformat(floor) if floor else BUILD_FLOOR
+    return ClockTrust(floor_dt, build_date=BUILD_FLOOR)
