@@ -1,0 +1,197 @@
+"""Real libVLC writing WAV files (afile output): what actually comes out of the "speaker"."""
+
+from __future__ import annotations
+
+import http.server
+import queue
+import socket
+import threading
+import time
+
+import pytest
+
+from node.playback.player import FakePlayer, PlaybackState, PlayerEvent, PlayerMisuse, VlcPlayer
+from tests.audio_fixtures import analyse_wav, speech_wav, tone_wav
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def events():
+    return queue.Queue()
+
+
+@pytest.fixture
+def player(tmp_path, events):
+    p = VlcPlayer(events.put, output="wav", wav_path=tmp_path / "out" / "{item_id}.wav")
+    yield p
+    p.close()
+
+
+def wait_terminal(events: queue.Queue, item_id: str, timeout: float = 20.0) -> list[PlayerEvent]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        event = events.get(timeout=max(0.01, deadline - time.monotonic()))
+        seen.append(event)
+        if event.item_id == item_id and event.kind in ("ended", "error", "stopped"):
+            return seen
+
+
+def test_tone_file_comes_out_with_its_duration_and_ended_is_posted(tmp_path, player, events):
+    source = tone_wav(tmp_path / "tone.wav", seconds=1.5)
+    player.play(str(source), volume=100, item_id="bulletin-1")
+    seen = wait_terminal(events, "bulletin-1")
+    assert [e.kind for e in seen] == ["playing", "ended"]
+    player.stop()  # stop after the end posts nothing and finalises the WAV header
+    out = analyse_wav(player.last_wav_path)
+    assert out.duration == pytest.approx(1.5, abs=0.1)
+    assert out.first_sound_at is not None and out.first_sound_at < 0.1
+    assert out.rms > 0.2
+    assert player.state is PlaybackState.ENDED
+    assert events.empty()
+
+
+def test_vietnamese_speech_bulletin_is_heard(tmp_path, player, events):
+    source = speech_wav(tmp_path / "speech.wav", "Thông báo của Ủy ban nhân dân xã")
+    player.play(str(source), volume=80, item_id="tts")
+    assert wait_terminal(events, "tts")[-1].kind == "ended"
+    player.stop()
+    expected = analyse_wav(source)
+    out = analyse_wav(player.last_wav_path)
+    assert out.sounding_seconds == pytest.approx(expected.sounding_seconds, abs=0.15)
+
+
+def test_random_bytes_named_mp3_is_reported_as_failed_to_sound(tmp_path, player, events):
+    bad = tmp_path / "garbage.mp3"
+    bad.write_bytes(bytes(range(256)) * 40)
+    player.play(str(bad), volume=100, item_id="garbage")
+    seen = wait_terminal(events, "garbage")
+    # libVLC 3.0 posts Playing then EndReached for this input; the adapter turns it into an error.
+    assert seen[-1].kind == "error" and seen[-1].detail == "no_audio"
+    assert player.state is PlaybackState.ERROR
+
+
+def test_missing_file_is_an_open_error(tmp_path, player, events):
+    player.play(str(tmp_path / "nope.wav"), volume=100, item_id="missing")
+    last = wait_terminal(events, "missing")[-1]
+    assert (last.kind, last.detail) == ("error", "open_failed")
+
+
+def test_stop_mid_play_posts_stopped_and_cuts_the_audio(tmp_path, player, events):
+    source = tone_wav(tmp_path / "long.wav", seconds=60)
+    player.play(str(source), volume=100, item_id="long")
+    assert events.get(timeout=10).kind == "playing"
+    player.stop()
+    last = wait_terminal(events, "long")[-1]
+    assert last.kind == "stopped"
+    assert analyse_wav(player.last_wav_path).duration < 50
+    time.sleep(0.3)
+    assert events.empty(), "no ended/error may follow a stop"
+
+
+def test_play_while_playing_is_refused_until_stopped(tmp_path, player, events):
+    source = tone_wav(tmp_path / "long.wav", seconds=60)
+    player.play(str(source), volume=100, item_id="first")
+    with pytest.raises(PlayerMisuse):
+        player.play(str(source), volume=100, item_id="second")
+    player.stop()
+    player.play(str(source), volume=100, item_id="second")
+    player.stop()
+    kinds = [(e.item_id, e.kind) for e in wait_terminal(events, "second")]
+    assert ("first", "stopped") in kinds and kinds[-1] == ("second", "stopped")
+
+
+def test_resume_start_at_skips_the_played_part(tmp_path, player, events):
+    source = tone_wav(tmp_path / "tone.wav", seconds=3.0)
+    player.play(str(source), volume=100, item_id="resumed", start_at=2.0)
+    assert wait_terminal(events, "resumed")[-1].kind == "ended"
+    player.stop()
+    assert analyse_wav(player.last_wav_path).duration == pytest.approx(1.0, abs=0.25)
+
+
+class _AudioHandler(http.server.BaseHTTPRequestHandler):
+    body: bytes = b""
+    mode = "whole"  # whole | drop
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        if self.mode == "whole":
+            self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        if self.mode == "whole":
+            self.wfile.write(self.body)
+            return
+        self.wfile.write(self.body[: len(self.body) // 3])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def audio_server(tmp_path):
+    body = tone_wav(tmp_path / "stream.wav", seconds=4).read_bytes()
+    servers = []
+
+    def start(mode: str) -> str:
+        handler = type("Handler", (_AudioHandler,), {"body": body, "mode": mode})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.release = threading.Event()
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/live.wav"
+
+    yield start
+    for server in servers:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_stream_plays(player, events, audio_server):
+    player.play(audio_server("whole"), volume=100, item_id="live")
+    assert wait_terminal(events, "live")[-1].kind == "ended"
+    player.stop()
+    assert analyse_wav(player.last_wav_path).sounding_seconds == pytest.approx(4.0, abs=0.3)
+
+
+def test_stream_that_drops_ends_early(player, events, audio_server):
+    player.play(audio_server("drop"), volume=100, item_id="dropped")
+    # libVLC 3.0 reports a closed connection as EndReached: the loop sees "ended" well before the
+    # relay was due to finish and records it as a stream failure.
+    assert wait_terminal(events, "dropped")[-1].kind == "ended"
+    player.stop()
+    assert analyse_wav(player.last_wav_path).sounding_seconds < 2.0
+
+
+def test_unreachable_stream_is_an_error(player, events):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    player.play(f"http://127.0.0.1:{port}/live.ogg", volume=100, item_id="down")
+    assert wait_terminal(events, "down")[-1].kind == "error"
+
+
+def test_fake_player_enforces_the_same_protocol():
+    clock = [100.0]
+    events: list[PlayerEvent] = []
+    fake = FakePlayer(events.append, clock=lambda: clock[0])
+    fake.play("/a.ogg", volume=70, item_id="a")
+    with pytest.raises(PlayerMisuse):
+        fake.play("/b.ogg", volume=70, item_id="b")
+    clock[0] = 103.0
+    assert fake.position() == pytest.approx(3.0)
+    fake.stop()
+    fake.play("/b.ogg", volume=70, item_id="b", start_at=10.0)
+    with pytest.raises(PlayerMisuse):
+        fake.drive_end("a")
+    fake.drive_end("b")
+    fake.assert_played(["a", "b"])
+    assert [(e.item_id, e.kind) for e in events] == [
+        ("a", "playing"), ("a", "stopped"), ("b", "playing"), ("b", "ended")]
+    with pytest.raises(PlayerMisuse):
+        fake.set_volume(101)
