@@ -1,0 +1,85 @@
+"""Stable reason codes for every rejection the trust core can make (mirrored in docs/protocol.md).
+
+A code never changes meaning once released: the district counts and alerts on them. `reported` says
+whether the node tells the district (an event on spk/node/NODE/events) or drops the message silently:
+silence is only for messages that are not ours or that we already applied.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Reason(NamedTuple):
+    code: str
+    reported: bool
+    meaning: str
+
+
+TOO_LARGE = "too_large"
+LIMIT_EXCEEDED = "limit_exceeded"
+MALFORMED = "malformed"
+UNSUPPORTED_TYPE = "unsupported_type"
+UNSUPPORTED_VERSION = "unsupported_version"
+BAD_SIGNATURE = "bad_signature"
+UNKNOWN_KEY = "unknown_key"
+REVOKED_KEY = "revoked_key"
+KEY_EXPIRED = "key_expired"
+KEY_NOT_YET_VALID = "key_not_yet_valid"
+ROLE_NOT_ALLOWED = "role_not_allowed"
+THRESHOLD_NOT_MET = "threshold_not_met"
+ROOT_THRESHOLD_NOT_MET = "root_threshold_not_met"
+WRONG_TARGET = "wrong_target"
+NOT_FOR_US = "not_for_us"
+CLOCK_UNTRUSTED = "clock_untrusted"
+NOT_YET_VALID = "not_yet_valid"
+EXPIRED = "expired"
+VALIDITY_TOO_LONG = "validity_too_long"
+TRUST_EXPIRED = "trust_expired"
+BEACON_TOO_OLD = "beacon_too_old"
+REPLAYED = "replayed"
+ROLLBACK = "rollback"
+DUPLICATE = "duplicate"
+AUDIO_HASH_MISMATCH = "audio_hash_mismatch"
+AUDIO_LENGTH_MISMATCH = "audio_length_mismatch"
+AUDIO_TOO_LARGE = "audio_too_large"
+
+TABLE: tuple[Reason, ...] = (
+    Reason(TOO_LARGE, True, "the envelope is bigger than the configured maximum; not parsed"),
+    Reason(LIMIT_EXCEEDED, True, "a count or length cap was exceeded (signatures, targets, strings, "
+                                 "playlist, audio length or duration); detail names the field"),
+    Reason(MALFORMED, True, "not valid JSON, duplicate keys, a missing, unknown or wrongly typed field; "
+                            "detail names the field"),
+    Reason(UNSUPPORTED_TYPE, True, "unknown payloadType or command type"),
+    Reason(UNSUPPORTED_VERSION, True, "the body's \"v\" is not 1"),
+    Reason(BAD_SIGNATURE, True, "a signature by a known key does not verify over PAE(payloadType, payload)"),
+    Reason(UNKNOWN_KEY, True, "no signature is by a key in the trust document"),
+    Reason(REVOKED_KEY, True, "the only signing key(s) are listed in the trust document's \"revoked\""),
+    Reason(KEY_EXPIRED, True, "the signing key's own \"expires\" has passed"),
+    Reason(KEY_NOT_YET_VALID, True, "the signing key's own \"not_before\" is in the future"),
+    Reason(ROLE_NOT_ALLOWED, True, "valid signatures, but no signing key holds the role the command needs"),
+    Reason(THRESHOLD_NOT_MET, True, "fewer distinct valid keys with the role than the trust threshold"),
+    Reason(ROOT_THRESHOLD_NOT_MET, True, "a trust document lacks enough current (or new) root signatures"),
+    Reason(WRONG_TARGET, True, "arrived on this node's own topic but does not name this node or its groups"),
+    Reason(NOT_FOR_US, False, "arrived on a group topic and targets other nodes: ignored"),
+    Reason(CLOCK_UNTRUSTED, True, "the node has no trusted time, so no time-bound message can be accepted"),
+    Reason(NOT_YET_VALID, True, "now < not_before - skew"),
+    Reason(EXPIRED, True, "now >= expires (commands and trust documents)"),
+    Reason(VALIDITY_TOO_LONG, True, "expires - not_before is longer than the cap for this command type"),
+    Reason(TRUST_EXPIRED, True, "the node's current trust document has expired: update it"),
+    Reason(BEACON_TOO_OLD, True, "a time beacon is older than the node's persisted time floor"),
+    Reason(REPLAYED, True, "a command id that was already accepted (same command again)"),
+    Reason(ROLLBACK, True, "a schedule, config or trust version lower than the one in force"),
+    Reason(DUPLICATE, False, "the same schedule/config/trust version again: already applied, ignored"),
+    Reason(AUDIO_HASH_MISMATCH, True, "the audio bytes do not hash to the signed sha256"),
+    Reason(AUDIO_LENGTH_MISMATCH, True, "the audio file is not the signed length"),
+    Reason(AUDIO_TOO_LARGE, True, "the audio is longer (bytes or seconds) than the node accepts"),
+)
+
+BY_CODE: dict[str, Reason] = {reason.code: reason for reason in TABLE}
+
+
+def is_reported(code: str) -> bool:
+    """Unknown codes are reported: silence must be a deliberate choice, never a default."""
+    reason = BY_CODE.get(code)
+    return True if reason is None else reason.reported

@@ -1,0 +1,236 @@
+"""The verifier: bytes in, Accepted or Rejected out. Pure: no IO, no clock reads, never raises.
+
+Order of checks (each stops at the first failure):
+  size -> envelope -> signatures (crypto only) -> command parse -> targets -> clock -> trust expiry
+  -> key validity -> roles/thresholds -> freshness -> validity cap -> replay -> versions.
+Nothing inside the payload is looked at before at least one signature by a known key verifies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass
+
+from node.errors import RemoteDataError
+from node.trust import keys as ed25519
+from node.trust import reasons
+from node.trust.commands import DEFAULT_LIMITS, Command, Limits, StopBody, parse_command
+from node.trust.envelope import PAYLOAD_COMMAND, Envelope, parse_envelope
+from node.trust.trustdoc import TrustDocument, TrustedKey
+
+
+@dataclass(frozen=True)
+class Accepted:
+    command: Command
+    keyids: tuple[str, ...]
+    remember_until: dt.datetime     # keep command.id in the seen-ids store at least until then
+    roles: frozenset[str] = frozenset()   # every role proven by the valid signers
+
+    decision = "accepted"
+
+    @property
+    def report(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    detail: str = ""
+    keyid: str | None = None
+    command_id: str | None = None
+    report: bool = True
+
+    @property
+    def decision(self) -> str:
+        return "rejected" if self.report else "ignored"
+
+
+def reject(reason: str, detail: str = "", keyid: str | None = None,
+           command_id: str | None = None) -> Rejected:
+    return Rejected(reason, detail, keyid, command_id, reasons.is_reported(reason))
+
+
+def required_roles(command: Command, trust: TrustDocument) -> list[tuple[str, int]]:
+    """(role, threshold) pairs that must ALL be met by distinct valid signing keys."""
+    level = command.level
+    if command.type == "play":
+        role = "emergency" if level == "emergency" else "bulletin"
+        return [(role, trust.threshold(role))]
+    if command.type == "stop":
+        body: StopBody = command.body  # type: ignore[assignment]
+        role = "emergency" if (body.all or body.level == "emergency") else "bulletin"
+        # A cancel must never be harder to send than the alarm was: one signature (Hawaii 2018).
+        return [(role, 1)]
+    if command.type == "live":
+        needs = [("live", trust.threshold("live"))]
+        if level == "emergency":
+            needs.append(("emergency", trust.threshold("emergency")))
+        return needs
+    role = command.type  # schedule, config, time
+    return [(role, trust.threshold(role))]
+
+
+def _crypto_signers(envelope: Envelope, trust: TrustDocument) -> tuple[dict[str, TrustedKey], list]:
+    """Keys whose signature verifies (each keyid once), and (reason, keyid) for every other signature."""
+    message = envelope.signed_bytes()
+    valid: dict[str, TrustedKey] = {}
+    problems = []
+    for signature in envelope.signatures:
+        if signature.keyid in valid:
+            continue
+        key = trust.keys.get(signature.keyid)
+        if key is None:
+            problems.append((reasons.UNKNOWN_KEY, signature.keyid))
+        elif signature.keyid in trust.revoked:
+            problems.append((reasons.REVOKED_KEY, signature.keyid))
+        elif ed25519.verify(key.public, signature.sig, message):
+            valid[signature.keyid] = key
+        else:
+            problems.append((reasons.BAD_SIGNATURE, signature.keyid))
+    return valid, problems
+
+
+# When no signature is good, name the most telling problem: a forgery beats a stale key beats a stranger.
+_SIGNATURE_PRIORITY = (reasons.BAD_SIGNATURE, reasons.REVOKED_KEY, reasons.KEY_EXPIRED,
+                       reasons.KEY_NOT_YET_VALID, reasons.UNKNOWN_KEY)
+
+
+def _worst(problems: list, command_id: str | None = None) -> Rejected:
+    reason, keyid = min(problems, key=lambda p: _SIGNATURE_PRIORITY.index(p[0]))
+    return reject(reason, f"signature by key {keyid[:16]}", keyid, command_id)
+
+
+def _check_targets(command: Command, node_id: str, groups, topic: str | None) -> Rejected | None:
+    ours = {node_id, "all", *groups}
+    if ours.intersection(command.targets):
+        return None
+    detail = f"targets {','.join(command.targets)[:120]}"
+    own_topic = topic is None or topic.endswith(f"/node/{node_id}/cmd")
+    if own_topic:
+        return reject(reasons.WRONG_TARGET, detail, command_id=command.id)
+    return reject(reasons.NOT_FOR_US, detail, command_id=command.id)
+
+
+def _key_time_problem(key: TrustedKey, at: dt.datetime) -> str | None:
+    if key.expires is not None and at >= key.expires:
+        return reasons.KEY_EXPIRED
+    if key.not_before is not None and at < key.not_before:
+        return reasons.KEY_NOT_YET_VALID
+    return None
+
+
+def _is_seen(seen, command_id: str) -> bool:
+    if seen is None:
+        return False
+    if callable(seen):
+        return bool(seen(command_id))
+    return command_id in seen
+
+
+def verify_command(
+    envelope_bytes: bytes,
+    *,
+    trust: TrustDocument,
+    node_id: str,
+    groups=(),
+    topic: str | None = None,
+    now: dt.datetime | None,
+    seen: Callable[[str], bool] | Container[str] | None = None,
+    versions: Mapping[str, int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    floor: dt.datetime | None = None,
+) -> Accepted | Rejected:
+    """Decide one command envelope. Never raises for bad input.
+
+    `topic` None means "not from the broker" (USB manifest): a non-matching target is then reported.
+    `now` None means the clock is untrusted: every command is rejected clock_untrusted, except a time
+    beacon when `floor` (the persisted time floor) is given: it is checked at its own time instead.
+    """
+    try:
+        return _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen, versions or {},
+                       limits, floor)
+    except RemoteDataError as exc:
+        return reject(exc.reason, exc.detail, exc.context.get("keyid"), exc.context.get("command_id"))
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        # A bug in a check must still fail closed, and visibly.
+        return reject(reasons.MALFORMED, f"unexpected {type(exc).__name__}: {str(exc)[:80]}")
+
+
+def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, floor):
+    envelope = parse_envelope(data, max_bytes=limits.max_envelope_bytes, max_signatures=limits.max_signatures)
+    if envelope.payload_type != PAYLOAD_COMMAND:
+        return reject(reasons.UNSUPPORTED_TYPE, f"{envelope.payload_type} is not a command")
+    signers, problems = _crypto_signers(envelope, trust)
+    if not signers:
+        return _worst(problems)
+    command = parse_command(envelope.payload, limits)
+    cid = command.id
+
+    wrong = _check_targets(command, node_id, groups, topic)
+    if wrong:
+        return wrong
+
+    at = now
+    if now is None:
+        if command.type != "time" or floor is None:
+            return reject(reasons.CLOCK_UNTRUSTED, "no trusted time on this node", command_id=cid)
+        at = command.body.time
+        if at < floor:
+            return reject(reasons.BEACON_TOO_OLD, f"beacon {at.isoformat()} < floor {floor.isoformat()}",
+                          command_id=cid)
+    if at >= trust.expires:
+        return reject(reasons.TRUST_EXPIRED, f"trust version {trust.version} expired", command_id=cid)
+
+    valid: dict[str, TrustedKey] = {}
+    for keyid, key in signers.items():
+        # For a beacon, `at` (its own time) is >= the floor, so a key expired at the floor fails here too.
+        problem = _key_time_problem(key, at)
+        if problem:
+            problems.append((problem, keyid))
+        else:
+            valid[keyid] = key
+    if not valid:
+        return _worst(problems, cid)
+
+    for role, threshold in required_roles(command, trust):
+        holders = sorted(k for k, key in valid.items() if role in key.roles)
+        if len(holders) < threshold:
+            # A forged, revoked or expired signature by a key that does hold the role says more.
+            telling = [p for p in problems if p[1] in trust.keys and role in trust.keys[p[1]].roles]
+            if telling:
+                return _worst(telling, cid)
+        if not holders:
+            return reject(reasons.ROLE_NOT_ALLOWED, f"{command.type} needs role {role!r}",
+                          next(iter(valid)), cid)
+        if len(holders) < threshold:
+            return reject(reasons.THRESHOLD_NOT_MET,
+                          f"role {role!r} needs {threshold} distinct keys, got {len(holders)}",
+                          holders[0], cid)
+
+    skew = dt.timedelta(seconds=limits.skew_seconds)
+    if at < command.not_before - skew:
+        return reject(reasons.NOT_YET_VALID, f"not before {command.not_before.isoformat()}", command_id=cid)
+    if at >= command.expires:
+        return reject(reasons.EXPIRED, f"expired at {command.expires.isoformat()}", command_id=cid)
+    cap = limits.max_validity.get(command.type)
+    if cap is not None and (command.expires - command.not_before).total_seconds() > cap:
+        return reject(reasons.VALIDITY_TOO_LONG, f"{command.type} may be valid for at most {cap:.0f} s",
+                      command_id=cid)
+    if command.type == "time" and not command.not_before - skew <= command.body.time <= command.expires:
+        return reject(reasons.MALFORMED, "body.time is outside not_before..expires", command_id=cid)
+
+    if _is_seen(seen, cid):
+        return reject(reasons.REPLAYED, f"command {cid} was already accepted", command_id=cid)
+    if command.type in ("schedule", "config"):
+        current = versions.get(command.type)
+        if current is not None and command.version < current:
+            return reject(reasons.ROLLBACK, f"{command.type} version {command.version} < {current}",
+                          command_id=cid)
+        if current is not None and command.version == current:
+            return reject(reasons.DUPLICATE, f"{command.type} version {current} already applied",
+                          command_id=cid)
+
+    roles = frozenset().union(*(key.roles for key in valid.values()))
+    return Accepted(command, tuple(sorted(valid)), command.expires + skew, roles)

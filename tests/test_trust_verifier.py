@@ -1,0 +1,285 @@
+"""Attacks on node commands: each test names the attack and proves the verifier refuses it."""
+
+import base64
+import datetime as dt
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.trust.commands import Limits
+from node.trust.trustdoc import load_trust_file
+from node.trust.verifier import Accepted, Rejected, verify_command
+
+
+def _vectors():
+    if "speaker_trust_vectors" not in sys.modules:
+        path = Path(__file__).parent / "vectors" / "make_vectors.py"
+        spec = importlib.util.spec_from_file_location("speaker_trust_vectors", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["speaker_trust_vectors"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["speaker_trust_vectors"]
+
+
+V = _vectors()
+NOW = V.NOW
+TRUST = load_trust_file(V.trust_envelope())
+
+
+def verify(envelope, **overrides):
+    kwargs = dict(trust=TRUST, node_id=V.NODE_ID, groups=V.GROUPS, topic=V.OWN_TOPIC, now=NOW, seen=set(),
+                  versions={"schedule": 4, "config": 7})
+    kwargs.update(overrides)
+    return verify_command(envelope, **kwargs)
+
+
+def play(cid="attack-test-play-0001", level="normal", signers=("bulletin",), **kw):
+    return V.sign(V.command("play", V.play_body(level), cid=cid, **kw), list(signers))
+
+
+def assert_rejected(decision, reason, report=True):
+    assert isinstance(decision, Rejected), decision
+    assert decision.reason == reason, decision
+    assert decision.report is report
+
+
+def test_genuine_bulletin_is_accepted_with_its_fields():
+    decision = verify(play())
+    assert isinstance(decision, Accepted)
+    assert decision.command.body.content.content_id == "ban-tin-sang-2611"
+    assert decision.command.level == "normal"
+    assert decision.keyids == (V.keyid("bulletin"),)
+    assert decision.remember_until >= decision.command.expires
+    assert "bulletin" in decision.roles
+
+
+def test_forged_signature_is_rejected():
+    envelope = json.loads(play())
+    envelope["signatures"][0]["sig"] = base64.b64encode(b"\x00" * 64).decode()
+    assert_rejected(verify(json.dumps(envelope).encode()), "bad_signature")
+
+
+def test_signature_moved_onto_another_payload_is_rejected():
+    good, other = json.loads(play()), json.loads(play(cid="attack-test-other-0002", level="priority"))
+    good["payload"] = other["payload"]
+    assert_rejected(verify(json.dumps(good).encode()), "bad_signature")
+
+
+def test_command_signed_by_unknown_key_is_rejected():
+    assert_rejected(verify(play(signers=["stranger"])), "unknown_key")
+
+
+def test_unknown_signature_next_to_a_valid_one_does_not_block_acceptance():
+    assert isinstance(verify(play(signers=["stranger", "bulletin"])), Accepted)
+
+
+def test_command_signed_by_revoked_key_is_rejected():
+    decision = verify(play(signers=["revoked-bulletin"]))
+    assert_rejected(decision, "revoked_key")
+    assert decision.keyid == V.keyid("revoked-bulletin")
+
+
+def test_key_used_after_its_own_expiry_is_rejected():
+    assert_rejected(verify(play(signers=["old-bulletin"])), "key_expired")
+
+
+def test_key_used_before_its_own_validity_is_rejected():
+    assert_rejected(verify(play(signers=["future-bulletin"])), "key_not_yet_valid")
+
+
+def test_bulletin_key_signing_an_emergency_is_rejected():
+    assert_rejected(verify(play(level="emergency", signers=["bulletin"])), "role_not_allowed")
+
+
+def test_bulletin_key_cannot_change_configuration():
+    envelope = V.sign(V.command("config", {"version": 8, "settings": {"audio.volume": 100}},
+                                cid="attack-config-by-bulletin"), ["bulletin"])
+    assert_rejected(verify(envelope), "role_not_allowed")
+
+
+def test_emergency_with_one_signature_when_two_are_required_is_rejected():
+    assert_rejected(verify(play(level="emergency", signers=["emergency-a"])), "threshold_not_met")
+
+
+def test_two_signatures_from_the_same_key_count_once():
+    decision = verify(play(level="emergency", signers=["emergency-a", "emergency-a"]))
+    assert_rejected(decision, "threshold_not_met")
+
+
+def test_emergency_with_one_forged_second_signature_names_the_forgery():
+    envelope = json.loads(play(level="emergency", signers=["emergency-a", "emergency-b"]))
+    envelope["signatures"][1]["sig"] = base64.b64encode(b"\x01" * 64).decode()
+    assert_rejected(verify(json.dumps(envelope).encode()), "bad_signature")
+
+
+def test_emergency_with_both_keys_is_accepted():
+    decision = verify(play(level="emergency", signers=["emergency-b", "emergency-a"]))
+    assert isinstance(decision, Accepted)
+    assert set(decision.keyids) == {V.keyid("emergency-a"), V.keyid("emergency-b")}
+
+
+def test_emergency_cancel_needs_only_one_emergency_key():
+    stop = V.command("stop", {"content_id": None, "level": "emergency", "all": False},
+                     cid="cancel-false-alarm-01")
+    assert isinstance(verify(V.sign(stop, ["emergency-a"])), Accepted)
+    assert_rejected(verify(V.sign(stop, ["bulletin"])), "role_not_allowed")
+
+
+def test_replayed_command_same_bytes_later_is_rejected():
+    envelope = play()
+    seen = set()
+    first = verify(envelope, seen=seen)
+    assert isinstance(first, Accepted)
+    seen.add(first.command.id)
+    later = verify(envelope, seen=seen, now=NOW + dt.timedelta(minutes=30))
+    assert_rejected(later, "replayed")
+    assert later.command_id == first.command.id
+
+
+def test_replay_after_restart_is_rejected_when_seen_ids_are_restored():
+    envelope = play()
+    first = verify(envelope, seen=set())
+    persisted = json.dumps([[first.command.id, first.remember_until.isoformat()]])  # what the store writes
+    restored = {cid for cid, until in json.loads(persisted) if dt.datetime.fromisoformat(until) > NOW}
+    assert_rejected(verify(envelope, seen=restored.__contains__), "replayed")
+
+
+def test_remember_until_outlives_the_command_so_a_forgotten_id_cannot_replay():
+    envelope = play()
+    first = verify(envelope)
+    # Once the id may be forgotten, the command itself is expired: no window where a replay is accepted.
+    assert_rejected(verify(envelope, now=first.remember_until), "expired")
+
+
+def test_two_fresh_commands_out_of_order_are_both_accepted():
+    early = play(cid="fresh-command-early-01", not_before=NOW - dt.timedelta(minutes=20))
+    late = play(cid="fresh-command-later-02", not_before=NOW - dt.timedelta(minutes=5))
+    seen = set()
+    for envelope in (late, early):
+        decision = verify(envelope, seen=seen)
+        assert isinstance(decision, Accepted)
+        seen.add(decision.command.id)
+
+
+def test_expired_command_is_rejected():
+    envelope = play(not_before=NOW - dt.timedelta(hours=3), expires=NOW - dt.timedelta(hours=1))
+    assert_rejected(verify(envelope), "expired")
+
+
+def test_not_yet_valid_command_is_rejected():
+    envelope = play(not_before=NOW + dt.timedelta(hours=1), expires=NOW + dt.timedelta(hours=3))
+    assert_rejected(verify(envelope), "not_yet_valid")
+
+
+def test_skew_is_configurable():
+    envelope = play(not_before=NOW + dt.timedelta(seconds=50))
+    assert_rejected(verify(envelope), "not_yet_valid")
+    assert isinstance(verify(envelope, limits=Limits(skew_seconds=60)), Accepted)
+
+
+def test_command_valid_for_too_long_is_rejected():
+    assert_rejected(verify(play(expires=NOW + dt.timedelta(days=60))), "validity_too_long")
+
+
+def test_command_for_another_node_on_our_own_topic_is_rejected_and_reported():
+    assert_rejected(verify(play(targets=["27787-04"])), "wrong_target", report=True)
+
+
+def test_command_for_another_group_on_a_group_topic_is_ignored_silently():
+    decision = verify(play(targets=["c27790"]), topic="spk/group/c27790/cmd")
+    assert_rejected(decision, "not_for_us", report=False)
+    assert decision.decision == "ignored"
+
+
+def test_command_for_our_district_group_is_accepted():
+    assert isinstance(verify(play(targets=["d760"]), topic="spk/group/d760/cmd"), Accepted)
+
+
+def test_untrusted_clock_rejects_every_command():
+    assert_rejected(verify(play(), now=None), "clock_untrusted")
+
+
+def test_expired_trust_document_stops_acceptance():
+    assert_rejected(verify(play(), now=dt.datetime(2028, 1, 2, tzinfo=dt.timezone.utc)), "trust_expired")
+
+
+@pytest.mark.parametrize("kind,body", [
+    ("schedule", V.schedule_body(3)),
+    ("config", {"version": 6, "settings": {"audio.volume": 10}}),
+])
+def test_rollback_of_schedule_or_config_version_is_rejected(kind, body):
+    envelope = V.sign(V.command(kind, body, cid=f"rollback-{kind}-00001"), ["schedule"])
+    assert_rejected(verify(envelope), "rollback")
+
+
+def test_same_schedule_version_again_is_a_silent_duplicate():
+    envelope = V.sign(V.command("schedule", V.schedule_body(4), cid="schedule-dup-000001"), ["schedule"])
+    assert_rejected(verify(envelope), "duplicate", report=False)
+
+
+def test_schedule_with_both_playlist_and_live_in_a_slot_is_malformed():
+    body = V.schedule_body(5)
+    body["slots"][0]["live"] = {"url": "https://radio.example/vov1"}
+    decision = verify(V.sign(V.command("schedule", body, cid="schedule-both-00001"), ["schedule"]))
+    assert_rejected(decision, "malformed")
+    assert "slots[0]" in decision.detail
+
+
+def test_malformed_json_is_rejected_naming_the_problem():
+    decision = verify(V.sign_payload(V.PAYLOAD_COMMAND, b"{not json", ["bulletin"]))
+    assert_rejected(decision, "malformed")
+
+
+def test_wrong_type_is_rejected_naming_the_field():
+    envelope = V.sign(V.command("play", V.play_body(volume="loud"), cid="wrong-type-volume-01"), ["bulletin"])
+    decision = verify(envelope)
+    assert_rejected(decision, "malformed")
+    assert "body.volume" in decision.detail
+
+
+def test_boolean_is_not_accepted_as_a_number():
+    envelope = V.sign(V.command("play", V.play_body(length=True), cid="bool-as-number-0001"), ["bulletin"])
+    assert_rejected(verify(envelope), "malformed")
+
+
+def test_duplicate_json_keys_are_rejected():
+    payload = V.encode(V.command("play", V.play_body(), cid="duplicate-keys-00001"))
+    payload = payload.replace(b'"targets":["27787-03"]', b'"targets":["27787-04"],"targets":["27787-03"]')
+    assert_rejected(verify(V.sign_payload(V.PAYLOAD_COMMAND, payload, ["bulletin"])), "malformed")
+
+
+def test_huge_string_field_is_rejected():
+    huge = V.command("play", V.play_body(title="x" * 5000), cid="huge-title-0000001")
+    envelope = V.sign(huge, ["bulletin"])
+    decision = verify(envelope)
+    assert_rejected(decision, "limit_exceeded")
+    assert "title" in decision.detail
+
+
+def test_audio_longer_than_the_node_accepts_is_rejected():
+    envelope = V.sign(V.command("play", V.play_body(length=10**12), cid="huge-audio-0000001"), ["bulletin"])
+    assert_rejected(verify(envelope), "limit_exceeded")
+    small = Limits(audio_max_bytes=1000)
+    assert_rejected(verify(play(), limits=small), "limit_exceeded")
+
+
+def test_too_many_signatures_are_rejected_before_any_is_checked():
+    assert_rejected(verify(play(signers=["stranger"] * 9)), "limit_exceeded")
+
+
+def test_oversized_envelope_is_rejected_before_parsing():
+    assert_rejected(verify(b"{" * 70000), "too_large")
+    assert_rejected(verify(play(), limits=Limits(max_envelope_bytes=100)), "too_large")
+
+
+@pytest.mark.parametrize("garbage", [
+    b"", b"null", b"[]", b'"x"', b"\xff\xfe", b"[" * 5000 + b"]" * 5000, b'{"payloadType":1}',
+    b'{"payloadType":"x","payload":"!!","signatures":[]}', "not bytes", None, 12,
+])
+def test_garbage_never_raises(garbage):
+    decision = verify(garbage)
+    assert isinstance(decision, Rejected)
+    assert decision.reason in ("malformed", "too_large", "unsupported_type")

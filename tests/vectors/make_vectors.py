@@ -1,0 +1,331 @@
+"""Generate the protocol test vectors (tests/vectors/*.json) from fixed Ed25519 seeds.
+
+    .venv/bin/python tests/vectors/make_vectors.py          # rewrite the files
+    .venv/bin/python tests/vectors/make_vectors.py --check  # exit 1 if the files on disk are stale
+
+Ed25519 signatures are deterministic and the JSON encoding is fixed, so the output is byte-for-byte
+reproducible. The tests also import this module for its fixed keys, trust document and builders.
+THE SEEDS ARE PUBLIC: never use these keys outside tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+from node.trust import keys as ed25519  # noqa: E402
+from node.trust.durations import format_time  # noqa: E402
+from node.trust.envelope import PAYLOAD_COMMAND, PAYLOAD_TRUST, encode_envelope, pae  # noqa: E402
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
+NODE_ID = "27787-03"
+GROUPS = ["c27787", "d760", "p75"]
+OWN_TOPIC = f"spk/node/{NODE_ID}/cmd"
+GROUP_TOPIC = "spk/group/c27787/cmd"
+
+# name -> (roles, not_before, expires); None roles = a root key; "stranger" is not in the trust document.
+KEY_SPECS = {
+    "root-1": (None, None, None),
+    "root-2": (None, None, None),
+    "bulletin": (["bulletin"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "emergency-a": (["emergency"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "emergency-b": (["emergency"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "schedule": (["config", "schedule", "time"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "live": (["live"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "old-bulletin": (["bulletin"], "2025-01-01T00:00:00Z", "2026-06-01T00:00:00Z"),
+    "future-bulletin": (["bulletin"], "2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "revoked-bulletin": (["bulletin"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "stranger": ([], None, None),
+    "new-root-1": (None, None, None),
+}
+ROOTS = ["root-1", "root-2"]
+ROOT_THRESHOLD = 2
+
+
+def seed(name: str) -> bytes:
+    return hashlib.sha256(b"speaker-node public test vector key: " + name.encode()).digest()
+
+
+def key(name: str):
+    return ed25519.from_seed(seed(name))
+
+
+def keyid(name: str) -> str:
+    return ed25519.keyid_of_key(key(name))
+
+
+def encode(body: dict) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def sign_payload(payload_type: str, payload: bytes, names: list[str]) -> bytes:
+    message = pae(payload_type, payload)
+    return encode_envelope(payload_type, payload, [(keyid(n), key(n).sign(message)) for n in names])
+
+
+def trust_body(version: int = 3, roots: list[str] = ROOTS, root_threshold: int = ROOT_THRESHOLD,
+               expires: str = "2027-12-31T00:00:00Z", revoked: list[str] = ("revoked-bulletin",),
+               thresholds: dict | None = None) -> dict:
+    keys = {}
+    for name, (roles, not_before, key_expires) in KEY_SPECS.items():
+        if roles is None or name == "stranger":
+            continue
+        entry = {"name": name, "public": ed25519.public_b64(key(name)), "roles": roles}
+        if not_before:
+            entry["not_before"] = not_before
+        if key_expires:
+            entry["expires"] = key_expires
+        keys[keyid(name)] = entry
+    return {
+        "v": 1, "type": "trust", "version": version, "issued_at": "2026-01-01T00:00:00Z", "expires": expires,
+        "root": {"keys": {keyid(n): {"public": ed25519.public_b64(key(n))} for n in roots},
+                 "threshold": root_threshold},
+        "keys": keys, "thresholds": thresholds if thresholds is not None else {"emergency": 2},
+        "revoked": sorted(keyid(n) for n in revoked),
+    }
+
+
+def trust_envelope(body: dict | None = None, signers: list[str] = ROOTS) -> bytes:
+    return sign_payload(PAYLOAD_TRUST, encode(body or trust_body()), signers)
+
+
+def content(**overrides) -> dict:
+    item = {"content_id": "ban-tin-sang-2611", "url": "https://district.example/audio/ban-tin-sang-2611.mp3",
+            "sha256": hashlib.sha256(b"test audio").hexdigest(), "length": 482113, "duration": 120.5,
+            "codec": "mp3", "volume": None, "zones": None, "title": "Bản tin sáng 26/11"}
+    item.update(overrides)
+    return item
+
+
+def play_body(level: str = "normal", **overrides) -> dict:
+    return {**content(), "level": level, "start_at": None, **overrides}
+
+
+def command(kind: str, body: dict, *, cid: str, targets=(NODE_ID,), not_before: dt.datetime | None = None,
+            expires: dt.datetime | None = None, **overrides) -> dict:
+    not_before = not_before or NOW - dt.timedelta(minutes=10)
+    expires = expires or NOW + dt.timedelta(hours=2)
+    doc = {"v": 1, "type": kind, "id": cid, "issued_at": format_time(not_before),
+           "not_before": format_time(not_before), "expires": format_time(expires),
+           "targets": list(targets), "body": body}
+    doc.update(overrides)
+    return doc
+
+
+def sign(doc: dict, names: list[str]) -> bytes:
+    return sign_payload(PAYLOAD_COMMAND, encode(doc), names)
+
+
+def schedule_body(version: int) -> dict:
+    return {"version": version, "timezone": "Asia/Ho_Chi_Minh",
+            "slots": [{"id": "sang", "weekdays": [1, 2, 3, 4, 5, 6, 7], "start": "05:30", "duration": 1800,
+                       "level": "normal", "volume": 80, "playlist": [content(url=None)]},
+                      {"id": "chieu", "weekdays": [1, 3, 5], "start": "17:00", "duration": 3600,
+                       "level": "normal", "volume": None,
+                       "live": {"url": "https://radio.example/vov1", "codec": "mp3"}}],
+            "once": [{"id": "hop-dan", "at": "2026-11-28T19:00:00Z", "duration": 600, "level": "priority",
+                      "playlist": [content(content_id="hop-dan-2811")]}]}
+
+
+def _context(**overrides) -> dict:
+    ctx = {"node_id": NODE_ID, "groups": GROUPS, "topic": OWN_TOPIC, "now": format_time(NOW), "seen": [],
+           "versions": {"schedule": 4, "config": 7}}
+    ctx.update(overrides)
+    return ctx
+
+
+def _tamper_signature(envelope: bytes) -> bytes:
+    doc = json.loads(envelope)
+    sig = bytearray(base64.b64decode(doc["signatures"][0]["sig"]))
+    sig[10] ^= 0x01
+    doc["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _swap_payload(envelope: bytes, new_payload: bytes) -> bytes:
+    doc = json.loads(envelope)
+    doc["payload"] = base64.b64encode(new_payload).decode()
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def cases() -> list[tuple[str, str, bytes, dict, dict]]:
+    """(file stem, description, envelope, context, expected)."""
+    ok = {"decision": "accepted", "reason": None}
+
+    def no(reason: str) -> dict:
+        return {"decision": "rejected", "reason": reason}
+
+    def ignored(reason: str) -> dict:
+        return {"decision": "ignored", "reason": reason}
+
+    n = iter(range(1, 1000))
+
+    def cid(label: str) -> str:
+        return f"vec-{next(n):03d}-{label}"[:64].ljust(16, "x")
+
+    out = []
+
+    def add(stem, description, envelope, expected, **ctx):
+        out.append((stem, description, envelope, _context(**ctx), expected))
+
+    play = command("play", play_body(), cid=cid("play-normal"))
+    add("play-normal-accepted", "A normal bulletin signed by the bulletin key, for this node, on its topic.",
+        sign(play, ["bulletin"]), ok)
+    add("play-priority-group-accepted", "A priority bulletin for the commune group, on the group topic.",
+        sign(command("play", play_body("priority"), cid=cid("play-group"), targets=["c27787"]), ["bulletin"]),
+        ok, topic=GROUP_TOPIC)
+    add("play-all-accepted", "A bulletin targeted at 'all'.",
+        sign(command("play", play_body(), cid=cid("play-all"), targets=["all"]), ["bulletin"]), ok,
+        topic="spk/group/all/cmd")
+    emergency = command("play", play_body("emergency"), cid=cid("play-emergency"))
+    add("emergency-two-signatures-accepted", "Emergency play signed by emergency-a and emergency-b (2 of 2).",
+        sign(emergency, ["emergency-a", "emergency-b"]), ok)
+    add("emergency-one-signature-rejected", "Emergency play with one emergency signature; threshold is 2.",
+        sign(emergency, ["emergency-a"]), no("threshold_not_met"))
+    add("emergency-same-key-twice-rejected", "The same emergency key signs twice: it counts once.",
+        sign(emergency, ["emergency-a", "emergency-a"]), no("threshold_not_met"))
+    add("emergency-by-bulletin-key-rejected", "A bulletin key (outside its role) signs an emergency play.",
+        sign(emergency, ["bulletin"]), no("role_not_allowed"))
+    add("forged-signature-rejected", "One bit of the bulletin key's signature flipped.",
+        _tamper_signature(sign(play, ["bulletin"])), no("bad_signature"))
+    altered = encode({**play, "targets": ["all"]})
+    add("payload-swapped-rejected", "The payload was changed after signing (targets widened to 'all').",
+        _swap_payload(sign(play, ["bulletin"]), altered), no("bad_signature"))
+    add("unknown-key-rejected", "Signed by a key that is not in the trust document.",
+        sign(command("play", play_body(), cid=cid("stranger")), ["stranger"]), no("unknown_key"))
+    add("revoked-key-rejected", "Signed by a key listed in the trust document's 'revoked'.",
+        sign(command("play", play_body(), cid=cid("revoked")), ["revoked-bulletin"]), no("revoked_key"))
+    add("key-expired-rejected", "Signed by a bulletin key whose own validity ended 2026-06-01.",
+        sign(command("play", play_body(), cid=cid("old-key")), ["old-bulletin"]), no("key_expired"))
+    add("key-not-yet-valid-rejected", "Signed by a bulletin key valid only from 2027-01-01.",
+        sign(command("play", play_body(), cid=cid("future-key")), ["future-bulletin"]),
+        no("key_not_yet_valid"))
+    add("replayed-rejected", "The same command again: its id is in the node's seen-ids store.",
+        sign(play, ["bulletin"]), no("replayed"), seen=[play["id"]])
+    add("expired-rejected", "Command expired one second before now.",
+        sign(command("play", play_body(), cid=cid("expired"), not_before=NOW - dt.timedelta(hours=1),
+                     expires=NOW - dt.timedelta(seconds=1)), ["bulletin"]), no("expired"))
+    add("expires-exactly-now-rejected", "now == expires is already expired.",
+        sign(command("play", play_body(), cid=cid("expires-now"), expires=NOW), ["bulletin"]), no("expired"))
+    add("not-yet-valid-rejected", "not_before is 31 seconds in the future (skew is 30 s).",
+        sign(command("play", play_body(), cid=cid("early"), not_before=NOW + dt.timedelta(seconds=31)),
+             ["bulletin"]), no("not_yet_valid"))
+    add("within-skew-accepted", "not_before is 20 seconds in the future: inside the 30 s skew.",
+        sign(command("play", play_body(), cid=cid("skew"), not_before=NOW + dt.timedelta(seconds=20)),
+             ["bulletin"]), ok)
+    add("validity-too-long-rejected", "A play command valid for 40 days (cap 31 days).",
+        sign(command("play", play_body(), cid=cid("long"), expires=NOW + dt.timedelta(days=40)),
+             ["bulletin"]), no("validity_too_long"))
+    other = command("play", play_body(), cid=cid("other-node"), targets=["27787-04"])
+    add("wrong-target-own-topic-rejected", "Arrived on this node's own topic but targets 27787-04.",
+        sign(other, ["bulletin"]), no("wrong_target"))
+    add("other-group-ignored", "Arrived on a group topic and targets another commune: ignored, not reported.",
+        sign(command("play", play_body(), cid=cid("other-group"), targets=["c27790"]), ["bulletin"]),
+        ignored("not_for_us"), topic="spk/group/c27790/cmd")
+    add("clock-untrusted-rejected", "The node has no trusted time (now is null).",
+        sign(play, ["bulletin"]), no("clock_untrusted"), now=None)
+    add("schedule-newer-accepted", "Schedule version 5 when 4 is in force.",
+        sign(command("schedule", schedule_body(5), cid=cid("sched-5"), expires=NOW + dt.timedelta(days=30)),
+             ["schedule"]), ok)
+    add("schedule-rollback-rejected", "Schedule version 3 when 4 is in force.",
+        sign(command("schedule", schedule_body(3), cid=cid("sched-3")), ["schedule"]), no("rollback"))
+    add("schedule-duplicate-ignored", "Schedule version 4 again (already applied).",
+        sign(command("schedule", schedule_body(4), cid=cid("sched-4")), ["schedule"]), ignored("duplicate"))
+    add("config-accepted", "Config version 8 signed by the schedule key (which holds the config role).",
+        sign(command("config", {"version": 8, "settings": {"audio.volume": 70, "heartbeat.interval": 60}},
+                     cid=cid("config-8")), ["schedule"]), ok)
+    add("config-by-bulletin-rejected", "A bulletin key tries to change configuration.",
+        sign(command("config", {"version": 8, "settings": {"audio.volume": 100}}, cid=cid("config-bul")),
+             ["bulletin"]), no("role_not_allowed"))
+    add("stop-emergency-one-signature-accepted", "Cancelling an emergency needs one emergency key.",
+        sign(command("stop", {"content_id": None, "level": "emergency", "all": False}, cid=cid("stop-em")),
+             ["emergency-b"]), ok)
+    add("stop-all-by-bulletin-rejected", "'stop all' would cancel emergencies: a bulletin key may not.",
+        sign(command("stop", {"content_id": None, "level": None, "all": True}, cid=cid("stop-all")),
+             ["bulletin"]), no("role_not_allowed"))
+    live_em = command("live", {"url": "https://radio.example/khan-cap", "max_duration": 1800,
+                               "level": "emergency", "volume": 100, "grace": 30}, cid=cid("live-em"))
+    add("live-emergency-accepted", "Emergency live relay: live key plus both emergency keys.",
+        sign(live_em, ["live", "emergency-a", "emergency-b"]), ok)
+    add("live-emergency-without-emergency-keys-rejected", "Emergency live relay signed by the live key only.",
+        sign(live_em, ["live"]), no("role_not_allowed"))
+    beacon_time = NOW + dt.timedelta(days=2)
+    beacon = command("time", {"time": format_time(beacon_time)}, cid=cid("beacon"),
+                     not_before=beacon_time - dt.timedelta(seconds=5),
+                     expires=beacon_time + dt.timedelta(minutes=5))
+    add("beacon-untrusted-clock-accepted", "A signed time beacon, no trusted clock, above the floor.",
+        sign(beacon, ["schedule"]), ok, now=None, floor=format_time(NOW))
+    add("beacon-below-floor-rejected", "An old beacon replayed to a node whose floor is later.",
+        sign(beacon, ["schedule"]), no("beacon_too_old"), now=None,
+        floor=format_time(beacon_time + dt.timedelta(hours=1)))
+    add("beacon-by-bulletin-rejected", "A time beacon signed by a key without the time role.",
+        sign(beacon, ["bulletin"]), no("role_not_allowed"), now=None, floor=format_time(NOW))
+    add("malformed-json-rejected", "Signed payload that is not JSON.",
+        sign_payload(PAYLOAD_COMMAND, b'{"v":1,"type":"play",', ["bulletin"]), no("malformed"))
+    add("wrong-field-type-rejected", "body.length is a string.",
+        sign(command("play", play_body(length="482113"), cid=cid("type")), ["bulletin"]), no("malformed"))
+    add("unknown-field-rejected", "An unknown top-level field.",
+        sign(command("play", play_body(), cid=cid("unknown"), extra=True), ["bulletin"]), no("malformed"))
+    add("unsupported-version-rejected", "Command body with v=2.",
+        sign(command("play", play_body(), cid=cid("v2"), v=2), ["bulletin"]), no("unsupported_version"))
+    add("unsupported-command-type-rejected", "Command type 'reboot' does not exist.",
+        sign(command("reboot", {}, cid=cid("reboot")), ["bulletin"]), no("unsupported_type"))
+    add("trust-payload-type-rejected", "A trust document sent where a command is expected.",
+        trust_envelope(), no("unsupported_type"))
+    add("too-many-signatures-rejected", "Nine signatures (the cap is 8).",
+        sign(play, ["bulletin"] * 9), no("limit_exceeded"))
+    add("too-many-targets-rejected", "65 targets (the cap is 64).",
+        sign(command("play", play_body(), cid=cid("targets"), targets=[NODE_ID] + ["all"] * 64),
+             ["bulletin"]), no("limit_exceeded"))
+    add("huge-title-rejected", "A 10 000-character title (the cap is 256).",
+        sign(command("play", play_body(title="A" * 10000), cid=cid("title")), ["bulletin"]),
+        no("limit_exceeded"))
+    add("too-large-rejected", "A 70 000-byte envelope (the cap is 65 536): not even parsed.",
+        sign(command("play", play_body(title="B" * 52000), cid=cid("large")), ["bulletin"]), no("too_large"))
+    return out
+
+
+def files() -> dict[str, bytes]:
+    result = {}
+    key_table = {}
+    for name, (roles, not_before, expires) in KEY_SPECS.items():
+        key_table[name] = {"seed": seed(name).hex(), "public": ed25519.public_b64(key(name)),
+                           "keyid": keyid(name), "roles": roles, "not_before": not_before, "expires": expires}
+    result["keys.json"] = (json.dumps(key_table, indent=2) + "\n").encode()
+    result["trust.json"] = trust_envelope()
+    for index, (stem, description, envelope, context, expected) in enumerate(cases(), 1):
+        vector = {"description": description, "envelope": envelope.decode("ascii"),
+                  "context": copy.deepcopy(context), "expected": expected}
+        text = json.dumps(vector, indent=2, ensure_ascii=False) + "\n"
+        result[f"{index:02d}-{stem}.json"] = text.encode()
+    return result
+
+
+def main(argv: list[str]) -> int:
+    wanted = files()
+    if "--check" in argv:
+        stale = [name for name, data in wanted.items()
+                 if not (HERE / name).exists() or (HERE / name).read_bytes() != data]
+        for name in stale:
+            print(f"stale: {name}")
+        return 1 if stale else 0
+    for old in HERE.glob("[0-9][0-9]-*.json"):
+        if old.name not in wanted:
+            old.unlink()
+    for name, data in wanted.items():
+        (HERE / name).write_bytes(data)
+    print(f"wrote {len(wanted)} files to {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
