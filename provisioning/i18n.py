@@ -1,0 +1,70 @@
+"""Technician-facing messages in English or Vietnamese, chosen from LC_ALL / LC_MESSAGES / LANG.
+
+Only messages a field technician reads at the pole or the laptop live here; developer-facing errors
+stay in English.
+"""
+
+from __future__ import annotations
+
+import os
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    "node_created": ("Node {node_id} created in {path}", "Đã tạo nút {node_id} tại {path}"),
+    "cert_fingerprint": ("Certificate fingerprint (SHA-256): {fp}", "Dấu vân tay chứng thư (SHA-256): {fp}"),
+    "node_exists": (
+        "{path} already exists: a node keeps its key; revoke it and pick another cluster number",
+        "{path} đã tồn tại: mỗi nút giữ khóa riêng; hãy thu hồi và chọn số cụm khác",
+    ),
+    "card_other_node": (
+        "This card already holds node {other} (fingerprint {fp}); refusing to write node {node_id}. "
+        "Use --force to overwrite it.",
+        "Thẻ nhớ này đã chứa nút {other} (dấu vân tay {fp}); không ghi nút {node_id}. "
+        "Dùng --force để ghi đè.",
+    ),
+    "card_written": (
+        "Card ready for node {node_id} ({os}). "
+        "Put it in the Pi and power on; first boot takes a few minutes.",
+        "Thẻ nhớ đã sẵn sàng cho nút {node_id} ({os}). "
+        "Cắm vào Pi và bật nguồn; lần khởi động đầu mất vài phút.",
+    ),
+    "label_written": ("Label written to {path}", "Đã ghi nhãn vào {path}"),
+    "copying": ("Copying {name}", "Đang chép {name}"),
+    "no_boot_partition": (
+        "No FAT boot partition found in {image}",
+        "Không tìm thấy phân vùng khởi động FAT trong {image}",
+    ),
+    "not_boot_partition": (
+        "{path} does not look like a Raspberry Pi OS boot partition (no cmdline.txt)",
+        "{path} không giống phân vùng khởi động Raspberry Pi OS (thiếu cmdline.txt)",
+    ),
+    "os_unknown": (
+        "Cannot tell Bookworm from Trixie on this card; pass --os bookworm or --os trixie",
+        "Không xác định được phiên bản Bookworm hay Trixie trên thẻ; hãy dùng --os bookworm hoặc --os trixie",
+    ),
+    "wipe_prompt": (
+        "This erases the keys, trust file and all records of node {node_id}. Type the node id to confirm: ",
+        "Thao tác này xóa khóa, tệp tin cậy và mọi bản ghi của nút {node_id}. Gõ mã nút để xác nhận: ",
+    ),
+    "wipe_mismatch": ("Node id did not match; nothing erased.", "Mã nút không khớp; không xóa gì."),
+    "wipe_erased": ("Erased: {path}", "Đã xóa: {path}"),
+    "wipe_done": (
+        "Node {node_id} wiped. Revoke its certificate at the district: "
+        "speaker-district revoke DIR --node {node_id}",
+        "Đã xóa nút {node_id}. Hãy thu hồi chứng thư tại huyện: speaker-district revoke DIR --node {node_id}",
+    ),
+    "wipe_nothing": ("Nothing to erase.", "Không có gì để xóa."),
+}
+
+
+def language(environ=None) -> str:
+    env = os.environ if environ is None else environ
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(var)
+        if value:
+            return "vi" if value.lower().startswith("vi") else "en"
+    return "en"
+
+
+def msg(message_id: str, environ=None, **values) -> str:
+    en, vi = MESSAGES[message_id]
+    return (vi if language(environ) == "vi" else en).format(**values)

@@ -1,0 +1,230 @@
+"""District node certificates: issue, list, revoke, CRL - and a real Mosquitto 2 that honours the CRL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from test_provision_support import make_district
+
+from node.errors import ConfigError
+from provisioning import pki
+from provisioning.district import certs
+
+
+@pytest.fixture
+def district(tmp_path):
+    return make_district(tmp_path / "district")
+
+
+def issue(district, node_id, out):
+    assert certs.main_issue_cert([str(district), "--node", node_id, "--out-dir", str(out)]) == 0
+    return out
+
+
+def test_issued_node_cert_is_p256_client_cert_named_after_the_node(district, tmp_path):
+    out = issue(district, "27787-03", tmp_path / "n")
+    cert = pki.load_cert(out / "node.crt")
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "27787-03"
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["27787-03"]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert cert.public_key().curve.name == "secp256r1"
+    assert (out / "node.key").stat().st_mode & 0o777 == 0o600
+    ca = pki.load_cert(district / "tls" / "ca.crt")
+    cert.verify_directly_issued_by(ca)
+    record = district / "nodes" / "27787-03"
+    assert (record / "fingerprint").read_text().strip() == pki.fingerprint(cert)
+    assert int((record / "serial").read_text(), 16) == cert.serial_number
+    registry = json.loads((district / "nodes" / "registry.json").read_text())
+    assert registry["nodes"]["27787-03"][0]["fingerprint"] == pki.fingerprint(cert)
+
+
+def test_csr_is_certified_without_the_key_leaving_the_node(district, tmp_path, capsys):
+    key = pki.new_ec_key()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anything")]))
+        .sign(key, hashes.SHA256())
+    )
+    from cryptography.hazmat.primitives import serialization
+
+    (tmp_path / "n.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    assert certs.main_issue_cert([str(district), "--node", "27787-04", "--csr", str(tmp_path / "n.csr")]) == 0
+    cert = pki.load_cert(district / "nodes" / "27787-04" / "cert.pem")
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "27787-04"  # not the CSR's CN
+
+
+def test_second_active_cert_for_a_node_needs_replace_and_supersedes_the_first(district, tmp_path):
+    issue(district, "27787-03", tmp_path / "a")
+    assert certs.main_issue_cert([str(district), "--node", "27787-03", "--out-dir", str(tmp_path / "b")]) == 2
+    assert (
+        certs.main_issue_cert(
+            [str(district), "--node", "27787-03", "--out-dir", str(tmp_path / "b"), "--replace"]
+        )
+        == 0
+    )
+    rows = certs.list_certs(district)
+    assert [r["status"] for r in rows] == ["superseded", "active"]
+    crl = x509.load_pem_x509_crl((district / "tls" / "crl.pem").read_bytes())
+    old = pki.load_cert(tmp_path / "a" / "node.crt")
+    assert crl.get_revoked_certificate_by_serial_number(old.serial_number) is not None
+
+
+def test_a_public_key_is_never_certified_twice(district):
+    key = pki.new_ec_key()
+    certs.issue_node_cert(district, "27787-05", key.public_key())
+    certs.revoke_node(district, "27787-05")
+    with pytest.raises(ConfigError, match="already certified"):
+        certs.issue_node_cert(district, "27787-05", key.public_key())
+
+
+def test_bad_node_id_and_missing_workspace_fail_cleanly(district, tmp_path, capsys):
+    assert certs.main_issue_cert([str(district), "--node", "27787-3", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "COMMUNE-CLUSTER" in capsys.readouterr().err
+    assert certs.main_list_certs([str(tmp_path / "nowhere")]) == 2
+    assert "speaker-district init" in capsys.readouterr().err
+
+
+def test_list_certs_json_and_table(district, tmp_path, capsys):
+    issue(district, "27787-01", tmp_path / "1")
+    issue(district, "27787-02", tmp_path / "2")
+    certs.revoke_node(district, "27787-02", "keyCompromise")
+    capsys.readouterr()
+    assert certs.main_list_certs([str(district), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["node"], r["status"], r["reason"]) for r in rows} == {
+        ("27787-01", "active", None),
+        ("27787-02", "revoked", "keyCompromise"),
+    }
+    assert certs.main_list_certs([str(district)]) == 0
+    assert "27787-02   revoked" in capsys.readouterr().out
+
+
+def test_crl_export_lists_revoked_serials_only(district, tmp_path, capsys):
+    issue(district, "27787-01", tmp_path / "1")
+    issue(district, "27787-02", tmp_path / "2")
+    assert certs.main_revoke([str(district), "--node", "27787-02"]) == 0
+    assert certs.main_crl([str(district), "-o", str(tmp_path / "crl.pem")]) == 0
+    crl = x509.load_pem_x509_crl((tmp_path / "crl.pem").read_bytes())
+    ca = pki.load_cert(district / "tls" / "ca.crt")
+    assert crl.is_signature_valid(ca.public_key())
+    revoked = {r.serial_number for r in crl}
+    assert revoked == {pki.load_cert(tmp_path / "2" / "node.crt").serial_number}
+    capsys.readouterr()
+    assert certs.main_crl([str(district)]) == 0
+    assert capsys.readouterr().out.startswith("-----BEGIN X509 CRL-----")
+
+
+def test_revoking_an_unknown_node_is_an_error(district, capsys):
+    assert certs.main_revoke([str(district), "--node", "27787-09"]) == 2
+    assert "no certificate" in capsys.readouterr().err
+
+
+# --- a real broker -----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mqtt_connect(port: int, ca, cert, key, client_id: str) -> str:
+    """TLS + MQTT 3.1.1 CONNECT by hand; 'accepted' or why not. (A TLS 1.3 server reports a bad client
+    certificate only after the handshake, so the verdict is the first read.)"""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    payload = struct.pack("!H", 4) + b"MQTT" + bytes([4, 0x02]) + struct.pack("!H", 30)
+    payload += struct.pack("!H", len(client_id)) + client_id.encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(bytes([0x10, len(payload)]) + payload)
+                reply = tls.recv(4)
+    except (ssl.SSLError, ConnectionError, OSError) as exc:
+        return f"refused: {exc}"
+    if reply == b"\x20\x02\x00\x00":
+        return "accepted"
+    return f"refused: reply {reply!r}"
+
+
+@pytest.fixture
+def mosquitto(district, tmp_path):
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_port()
+    tls = district / "tls"
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"user root\npersistence false\nper_listener_settings false\nallow_anonymous false\n"
+        f"log_dest file {tmp_path / 'mosquitto.log'}\n"
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {tls / 'ca.crt'}\ncertfile {tls / 'broker.crt'}\nkeyfile {tls / 'broker.key'}\n"
+        f"crlfile {tls / 'crl.pem'}\nrequire_certificate true\nuse_identity_as_username true\n"
+    )
+    procs = []
+
+    def start():
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return port
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.05)
+        raise AssertionError("mosquitto did not listen")
+
+    def reload():
+        """SIGHUP: Mosquitto 2 re-reads its config and reloads certificates and the CRL."""
+        procs[-1].send_signal(signal.SIGHUP)
+        time.sleep(1.0)  # no readiness signal for a reload; the verdict below is what is tested
+
+    start.reload = reload
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_revoked_node_certificate_is_refused_by_mosquitto_crlfile(district, tmp_path, mosquitto):
+    good, bad = issue(district, "27787-01", tmp_path / "good"), issue(district, "27787-02", tmp_path / "bad")
+    assert certs.main_revoke([str(district), "--node", "27787-02", "--reason", "keyCompromise"]) == 0
+    port = mosquitto()
+    ca = district / "tls" / "ca.crt"
+    assert _mqtt_connect(port, ca, good / "node.crt", good / "node.key", "27787-01") == "accepted"
+    verdict = _mqtt_connect(port, ca, bad / "node.crt", bad / "node.key", "27787-02")
+    assert verdict.startswith("refused"), verdict
+
+
+def test_crl_rewritten_while_mosquitto_runs_takes_effect_on_sighup(district, tmp_path, mosquitto):
+    node = issue(district, "27787-01", tmp_path / "n")
+    ca = district / "tls" / "ca.crt"
+    port = mosquitto()
+    assert _mqtt_connect(port, ca, node / "node.crt", node / "node.key", "27787-01") == "accepted"
+    other = issue(district, "27787-02", tmp_path / "o")
+    certs.revoke_node(district, "27787-01", "keyCompromise")
+    # Mosquitto keeps the CRL it loaded: until the reload the revoked node still gets in.
+    assert _mqtt_connect(port, ca, node / "node.crt", node / "node.key", "27787-01") == "accepted"
+    mosquitto.reload()
+    assert _mqtt_connect(port, ca, node / "node.crt", node / "node.key", "27787-01").startswith("refused")
+    assert _mqtt_connect(port, ca, other / "node.crt", other / "node.key", "27787-02") == "accepted"

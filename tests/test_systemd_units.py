@@ -1,0 +1,164 @@
+"""The shipped systemd units: they verify cleanly, the daemon's sandbox scores <= 2.0 while still
+reaching GPIO, sound and the modem, and the drop-ins say what the field needs."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+UNITS = ("speaker-node.service", "speaker-firstboot.service")
+EXEC_PATHS = ("/opt/speaker-node/venv/bin/speaker-node", "/usr/local/lib/speaker-node/speaker-firstboot.sh")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
+
+
+def unit_settings(name: str) -> dict[str, list[str]]:
+    """Every Key=value of a unit, keeping repeated keys (DeviceAllow=, SystemCallFilter=)."""
+    settings: dict[str, list[str]] = {}
+    for line in (SYSTEMD / name).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def copy_with_stub_executables(tmp_path: Path, name: str) -> Path:
+    """systemd-analyze verify checks that ExecStart= programs exist; point them at a stub instead."""
+    stub = tmp_path / "stub-exec"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    text = (SYSTEMD / name).read_text()
+    for path in EXEC_PATHS:
+        text = text.replace(path, str(stub))
+    copy = tmp_path / name
+    copy.write_text(text)
+    return copy
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_passes_systemd_analyze_verify_without_warnings(tmp_path, name):
+    copy = copy_with_stub_executables(tmp_path, name)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    own = [line for line in proc.stderr.splitlines() if name in line]
+    assert own == [], "\n".join(own)  # unknown keys are only warnings: catch them too
+
+
+def test_verify_catches_a_typo(tmp_path):
+    """The check above can fail: a misspelt key is reported."""
+    copy = copy_with_stub_executables(tmp_path, "speaker-node.service")
+    copy.write_text(copy.read_text().replace("ProtectClock=", "ProtectClok="))
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True
+    )
+    assert "ProtectClok" in proc.stderr
+
+
+def security_score(path: Path) -> float:
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout + proc.stderr)
+    assert match, proc.stdout + proc.stderr
+    return float(match.group(1))
+
+
+def test_daemon_sandbox_exposure_is_at_most_2(tmp_path):
+    assert security_score(copy_with_stub_executables(tmp_path, "speaker-node.service")) <= 2.0
+
+
+def test_score_check_can_fail(tmp_path):
+    copy = copy_with_stub_executables(tmp_path, "speaker-node.service")
+    loose = [
+        line
+        for line in copy.read_text().splitlines()
+        if not line.startswith(
+            (
+                "Protect",
+                "Restrict",
+                "SystemCall",
+                "Capability",
+                "Private",
+                "NoNew",
+                "Device",
+                "MemoryDeny",
+                "LockPersonality",
+                "UMask",
+                "RemoveIPC",
+            )
+        )
+    ]
+    copy.write_text("\n".join(loose) + "\n")
+    assert security_score(copy) > 2.0
+
+
+def test_hardware_stays_reachable_inside_the_sandbox():
+    s = unit_settings("speaker-node.service")
+    assert s["DevicePolicy"] == ["closed"]
+    allowed = set(s["DeviceAllow"])
+    assert {
+        "char-gpiochip rw",
+        "/dev/gpiomem rw",
+        "char-alsa rw",
+        "char-ttyUSB rw",
+        "char-ttyACM rw",
+    } <= allowed
+    assert "PrivateDevices" not in s  # would hide /dev/gpiochip*, /dev/snd and the modem
+    assert "PrivateUsers" not in s  # would drop the supplementary groups below
+    assert s["SupplementaryGroups"] == ["gpio audio dialout"]
+    assert "ProcSubset" not in s  # the heartbeat reads /proc/meminfo, /proc/loadavg, /proc/uptime
+    assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+
+
+def test_daemon_service_contract():
+    s = unit_settings("speaker-node.service")
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"] and s["WatchdogSec"] == ["30"]
+    assert s["ExecStart"] == [
+        "/opt/speaker-node/venv/bin/speaker-node run --config /etc/speaker-node/node.toml"
+    ]
+    assert s["ExecStopPost"] == [
+        "/opt/speaker-node/venv/bin/speaker-node relays-off --config /etc/speaker-node/node.toml"
+    ]
+    assert s["Restart"] == ["on-failure"] and s["RestartSec"] == ["5"]
+    assert s["User"] == ["speaker"] and s["Group"] == ["speaker"]
+    assert s["StateDirectory"] == ["speaker-node"] and s["ConfigurationDirectory"] == ["speaker-node"]
+    assert s["ProtectSystem"] == ["strict"] and s["UMask"] == ["0077"]
+    # plays offline and without NTP: wants time sync and the network but never waits for them
+    assert "time-sync.target" in s["Wants"][0] and "network-online.target" in s["Wants"][0]
+    after = " ".join(s.get("After", []))
+    assert "time-sync.target" not in after and "network-online.target" not in after
+    assert "Requires" not in s
+
+
+def test_firstboot_unit_runs_only_while_the_card_has_an_identity():
+    s = unit_settings("speaker-firstboot.service")
+    assert s["Type"] == ["oneshot"]
+    assert s["ConditionPathExists"] == ["/boot/firmware/speaker-node/identity.json"]
+    assert "speaker-node.service" in s["Before"][0]
+
+
+def test_journald_and_watchdog_drop_ins():
+    journald = configparser.ConfigParser()
+    journald.optionxform = str
+    journald.read(SYSTEMD / "journald-speaker.conf")
+    assert journald["Journal"]["Storage"] == "volatile"
+    assert journald["Journal"]["RuntimeMaxUse"] == "16M"
+    watchdog = configparser.ConfigParser()
+    watchdog.optionxform = str
+    watchdog.read(SYSTEMD / "watchdog.conf")
+    assert watchdog["Manager"]["RuntimeWatchdogSec"] == "15"
+    assert watchdog["Manager"]["RebootWatchdogSec"] == "2min"
