@@ -1,0 +1,348 @@
+"""Durable outbox for events and proof-of-play records: persisted before reported, deleted only on PUBACK.
+
+Storage: one SQLite file in WAL mode with synchronous=FULL, so a committed row survives kill -9 and
+power loss. A row leaves the table only when the broker acknowledged it (QoS 1 PUBACK). After a restart
+or reconnect everything not acknowledged is sent again in order; the only duplicates a district can see
+are exact repeats of the same `id`, which it de-duplicates.
+
+Bounds and drop policy (royalty reporting depends on play records; events are diagnostics):
+  * events alone are capped at `max_event_rows`; all rows at `max_rows`.
+  * to make room, drop the oldest low-importance event (input_changed noise) first, then the oldest
+    other event. Play records are never dropped to make room for events.
+  * when play records alone fill `max_rows`, new events are refused (add() returns None) and play
+    records are still accepted up to `max_play_rows`; past that hard cap the oldest play record goes.
+  * every drop and refusal is counted (`dropped`, `dropped_play`), persisted, and reported in the
+    heartbeat so the district knows data was lost.
+Corruption: if the file cannot be opened as a database (torn SD card write, bit rot), it is moved aside
+as `<name>.corrupt-<ts>` (with its -wal/-shm), a new one is started, and an `outbox_reset` event is the
+first row of the new file.
+
+Threading: one instance, used only from the node's loop thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+KINDS = ("event", "play")
+LOW_IMPORTANCE_EVENTS = frozenset({"input_changed"})
+PRIO_LOW, PRIO_EVENT, PRIO_PLAY = 0, 1, 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('event', 'play')),
+    prio INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    payload BLOB NOT NULL,
+    inflight_mid INTEGER NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_prio ON outbox(prio, seq);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(now: float | None = None) -> str:
+    """ULID-like: 48-bit milliseconds + 80 random bits, Crockford base32, 26 characters.
+
+    Sorts by creation time, unique without coordination, safe in topics and file names.
+    """
+    ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
+    value = (ms << 80) | secrets.randbits(80)
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def make_event(node_id: str, type_: str, data: dict | None = None, now: float | None = None) -> dict:
+    """An event payload as node/schemas/event.json describes it."""
+    now = time.time() if now is None else now
+    return {"v": 1, "id": new_id(now), "node": node_id, "ts": int(now), "kind": "event",
+            "type": type_, "data": dict(data or {})}
+
+
+def encode(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _prio(kind: str, payload: dict) -> int:
+    if kind == "play":
+        return PRIO_PLAY
+    return PRIO_LOW if payload.get("type") in LOW_IMPORTANCE_EVENTS else PRIO_EVENT
+
+
+class Outbox:
+    def __init__(
+        self, db_path: str | os.PathLike, *, node_id: str = "unknown", max_rows: int = 50_000,
+        max_event_rows: int = 20_000, max_play_rows: int = 200_000, clock: Callable[[], float] = time.time,
+    ):
+        if not (0 < max_event_rows <= max_rows <= max_play_rows):
+            raise ValueError("need 0 < max_event_rows <= max_rows <= max_play_rows")
+        self.path = Path(db_path)
+        self.node_id = node_id
+        self.max_rows, self.max_event_rows, self.max_play_rows = max_rows, max_event_rows, max_play_rows
+        self._clock = clock
+        self._cached_counts: dict[str, int] | None = None
+        self.moved_aside: Path | None = None
+        try:
+            self._db = self._open()
+        except sqlite3.OperationalError:
+            raise  # locked, unwritable directory, disk full: not corruption, never move data aside
+        except sqlite3.DatabaseError as exc:
+            self.moved_aside = self._move_aside()
+            self._db = self._open()
+            self.add("event", make_event(node_id, "outbox_reset", {
+                "reason": "corrupt", "detail": str(exc)[:200], "moved_to": self.moved_aside.name,
+            }, self._clock()))
+
+    # -- opening and recovery -------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None)  # explicit BEGIN/COMMIT below
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self) -> Path:
+        target = self.path.with_name(f"{self.path.name}.corrupt-{int(self._clock())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(target) + suffix))
+        return target
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def _counts(self) -> dict[str, int]:
+        # Counting is a table scan; during a long outage (50,000 rows, no acks) every add() would pay
+        # it. So the counts are cached and only recounted after rows were deleted by acknowledgements.
+        if self._cached_counts is None:
+            counts = dict.fromkeys(KINDS, 0)
+            for kind, n in self._db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"):
+                counts[kind] = n
+            self._cached_counts = counts
+        return dict(self._cached_counts)
+
+    def _bump(self, key: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
+            (key,),
+        )
+
+    def _drop_oldest_event(self) -> bool:
+        row = self._db.execute(
+            "SELECT seq FROM outbox WHERE prio < ? ORDER BY prio, seq LIMIT 1", (PRIO_PLAY,)
+        ).fetchone()
+        if row is None:
+            return False
+        self._db.execute("DELETE FROM outbox WHERE seq = ?", row)
+        self._bump("dropped")
+        return True
+
+    def _after_insert(self, kind: str) -> dict[str, int]:
+        counts = dict(self._cached_counts or {})
+        counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def _make_room(self, kind: str) -> bool:
+        """Apply the drop policy for one new row of `kind`. False: refuse it."""
+        counts = self._counts()
+        if kind == "event":
+            while counts["event"] >= self.max_event_rows and self._drop_oldest_event():
+                counts["event"] -= 1
+        while sum(counts.values()) >= self.max_rows and counts["event"] and self._drop_oldest_event():
+            counts["event"] -= 1
+        self._cached_counts = counts
+        if kind == "event":
+            return sum(counts.values()) < self.max_rows
+        while counts["play"] >= self.max_play_rows:
+            self._db.execute(
+                "DELETE FROM outbox WHERE seq = (SELECT min(seq) FROM outbox WHERE kind = 'play')")
+            self._bump("dropped_play")
+            counts["play"] -= 1
+        self._cached_counts = counts
+        return True
+
+    def add(self, kind: str, payload: dict) -> str | None:
+        """Persist one record; return its id once committed, or None if the drop policy refused it.
+
+        Adding a payload whose id is already stored is a no-op that returns the id (replays are safe).
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        payload = dict(payload)
+        if payload.setdefault("kind", kind) != kind:
+            raise ValueError(f"payload kind {payload['kind']!r} does not match {kind!r}")
+        now = self._clock()
+        record_id = payload.setdefault("id", new_id(now))
+        blob = encode(payload)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._db.execute("SELECT 1 FROM outbox WHERE id = ?", (record_id,)).fetchone():
+                self._db.execute("COMMIT")
+                return record_id
+            if not self._make_room(kind):
+                self._bump("dropped")
+                self._db.execute("COMMIT")
+                return None
+            self._db.execute(
+                "INSERT INTO outbox(id, kind, prio, created, payload) VALUES (?, ?, ?, ?, ?)",
+                (record_id, kind, _prio(kind, payload), now, blob),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._cached_counts = None
+            self._db.execute("ROLLBACK")
+            raise
+        self._cached_counts = None if self._cached_counts is None else self._after_insert(kind)
+        return record_id
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def pending(self, limit: int = 100) -> list[tuple[int, str, bytes]]:
+        """The oldest `limit` rows not yet handed to the broker client, in order (a page, never all)."""
+        rows = self._db.execute(
+            "SELECT seq, id, payload FROM outbox WHERE inflight_mid IS NULL ORDER BY seq LIMIT ?",
+            (max(0, int(limit)),),
+        ).fetchall()
+        return [(seq, rid, bytes(payload)) for seq, rid, payload in rows]
+
+    def mark_sent(self, seq: int, mid: int) -> None:
+        self.mark_sent_many([(seq, mid)])
+
+    def mark_sent_many(self, pairs: Iterable[tuple[int, int]]) -> None:
+        pairs = list(pairs)
+        if pairs:
+            self._tx("UPDATE outbox SET inflight_mid = ? WHERE seq = ?", [(mid, seq) for seq, mid in pairs])
+
+    def acked(self, seq: int) -> None:
+        """The broker acknowledged this row: it is delivered, forget it."""
+        self.acked_many([seq])
+
+    def acked_many(self, seqs: Iterable[int]) -> None:
+        seqs = list(seqs)
+        if seqs:
+            self._cached_counts = None
+            self._tx("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+
+    def acked_mid(self, mid: int) -> bool:
+        """Convenience when only the MQTT message id is at hand."""
+        self._cached_counts = None
+        cursor = self._db.execute("DELETE FROM outbox WHERE inflight_mid = ?", (mid,))
+        return cursor.rowcount > 0
+
+    def requeue_inflight(self) -> int:
+        """After a reconnect or restart: rows sent but never acknowledged go back to pending."""
+        cursor = self._db.execute("UPDATE outbox SET inflight_mid = NULL WHERE inflight_mid IS NOT NULL")
+        return cursor.rowcount
+
+    def _tx(self, sql: str, params: list[tuple]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(sql, params)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Rows not yet acknowledged (the heartbeat's `outbox` field)."""
+        return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def stats(self) -> dict:
+        counts = self._counts()
+        meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        inflight = self._db.execute(
+            "SELECT count(*) FROM outbox WHERE inflight_mid IS NOT NULL").fetchone()[0]
+        oldest = self._db.execute("SELECT min(created) FROM outbox").fetchone()[0]
+        return {
+            "pending": sum(counts.values()),
+            "events": counts["event"],
+            "plays": counts["play"],
+            "inflight": inflight,
+            # `dropped` counts every record lost (the heartbeat field); `dropped_play` the play part
+            "dropped": meta.get("dropped", 0) + meta.get("dropped_play", 0),
+            "dropped_play": meta.get("dropped_play", 0),
+            "oldest_age_s": None if oldest is None else max(0.0, self._clock() - oldest),
+        }
+
+
+class OutboxPump:
+    """Moves rows from the outbox to the broker with a bounded in-flight window (no IO of its own).
+
+    `publish(payload: bytes) -> mid | None` hands one message to the MQTT client (QoS 1) and returns
+    its message id, or None when it could not (not connected). The loop calls on_connect() after every
+    CONNACK, pump() when there may be work, on_puback(mid) for each PUBACK, and flush() once per turn
+    (acknowledgements are deleted in one transaction: a lost flush only means a harmless re-send).
+    """
+
+    def __init__(self, outbox: Outbox, publish: Callable[[bytes], int | None], *, window: int = 20):
+        self.outbox, self.publish, self.window = outbox, publish, window
+        self.connected = False
+        self._inflight: dict[int, int] = {}  # mid -> seq
+        self._acked: list[int] = []
+        self.refused = 0
+
+    def on_connect(self) -> None:
+        self.flush()
+        self.outbox.requeue_inflight()
+        self._inflight.clear()
+        self.connected = True
+
+    def on_disconnect(self) -> None:
+        self.connected = False
+
+    def pump(self) -> int:
+        if not self.connected or len(self._inflight) >= self.window:
+            return 0
+        sent: list[tuple[int, int]] = []
+        for seq, _rid, payload in self.outbox.pending(self.window - len(self._inflight)):
+            mid = self.publish(payload)
+            if mid is None:
+                break
+            self._inflight[mid] = seq
+            sent.append((seq, mid))
+        self.outbox.mark_sent_many(sent)
+        return len(sent)
+
+    def on_puback(self, mid: int, ok: bool = True) -> None:
+        """`ok` False: the broker answered with a failure reason code (MQTT v5 PUBACK >= 0x80, e.g.
+        not authorised). The row is not delivered; it stays in flight until the next reconnect
+        re-queues it, so a misconfigured ACL delays records instead of losing them."""
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return
+        if ok:
+            self._acked.append(seq)
+        else:
+            self.refused += 1
+
+    def flush(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.outbox.acked_many(acked)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
