@@ -33,7 +33,7 @@ class LinkState:
 
 
 class NodeApp:
-    def __init__(self, cfg, *, loop: EventLoop, store, notifier, clock, make_broker, parts=None):
+    def __init__(self, cfg, *, loop: EventLoop, store, notifier, clock, birth: int, make_broker, parts=None):
         self.cfg = cfg
         self.loop = loop
         self.store = store
@@ -41,7 +41,7 @@ class NodeApp:
         self.clock = clock
         self.topics = Topics(cfg.broker.topic_prefix, cfg.node.id)
         self.link = LinkState(down_since=clock.monotonic())
-        self.birth = store.next_birth()
+        self.birth = birth
         self.status_seq = 0
         self.parts = parts  # playback, health, trust, outbox: node.wiring.Parts
         self.broker = make_broker(
@@ -58,8 +58,15 @@ class NodeApp:
 
     # --- status ------------------------------------------------------------------------------------
     def offline_status(self, reason: str) -> dict:
-        return {"v": 1, "node": self.cfg.node.id, "online": False, "birth": self.birth, "reason": reason,
-                "ver": __version__}
+        """The Last Will ("lost") or the clean-shutdown status, as node/schemas/status.json describes."""
+        from node.health.heartbeat import shutdown_payload, will_payload
+
+        if reason == "lost":
+            return will_payload(self.cfg.node.id, self.birth)
+        if self.parts:
+            return self.parts.health.heartbeat.shutdown(self.clock.wall().timestamp())
+        self.status_seq += 1
+        return shutdown_payload(self.cfg.node.id, self.birth, self.status_seq, self.clock.wall().timestamp())
 
     def snapshot(self) -> dict:
         if self.parts:

@@ -9,10 +9,12 @@ and exits 0 only if every step succeeded, leaving nothing running.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import queue
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ class Timeline:
 
         self.t0 = time.monotonic()
         self.out = out
+        self._print_lock = threading.Lock()  # paho's thread and the scenario both print
         self.messages: "queue.Queue[tuple[str, dict]]" = queue.Queue()
         self.seen: list[tuple[float, str, dict]] = []
         host, _, port = broker_address.rpartition(":")
@@ -41,7 +44,8 @@ class Timeline:
         self.client.loop_start()
 
     def say(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.t0:7.2f}s] {text}", file=self.out, flush=True)
+        with self._print_lock:
+            print(f"[{time.monotonic() - self.t0:7.2f}s] {text}", file=self.out, flush=True)
 
     def _on_message(self, client, userdata, msg):
         try:
@@ -50,7 +54,7 @@ class Timeline:
             obj = {"raw": msg.payload[:80].decode(errors="replace")}
         node = msg.topic.split("/")[2]
         kind = msg.topic.rsplit("/", 1)[-1]
-        self.seen.append((time.monotonic(), msg.topic, obj))
+        self.seen.append((time.time(), msg.topic, obj))
         self.messages.put((msg.topic, obj))
         self.say(f"{node:>9} {kind:<6} {describe(kind, obj)}")
 
@@ -94,29 +98,167 @@ def describe(kind: str, obj: dict) -> str:
 class Scenario:
     """Steps run in order; each returns True/False; the demo's exit status is whether all passed."""
 
-    def __init__(self, box, timeline: Timeline):
-        self.box, self.tl = box, timeline
+    def __init__(self, box, timeline: Timeline, sim):
+        self.box, self.tl, self.sim = box, timeline, sim
         self.results: list[tuple[str, bool]] = []
+        self.node_ids = list(box.nodes)
+        self.first = self.node_ids[0]
+        self.media = box.dir / "media"
+        self.media.mkdir(exist_ok=True)
 
     def check(self, name: str, ok: bool) -> bool:
         self.results.append((name, ok))
         self.tl.say(f"{'PASS' if ok else 'FAIL'}  {name}")
         return ok
 
+    def _event(self, node: str, pred, timeout: float = 30):
+        return self.tl.wait_for(lambda t, o: t == f"spk/node/{node}/events" and pred(o), timeout)
+
+    def _record(self, node: str, content_id: str, result: str | None = None, timeout: float = 60):
+        return self._event(node, lambda o: o.get("kind") == "play" and o.get("content_id") == content_id
+                           and (result is None or o.get("result") == result), timeout)
+
+    # --- steps -----------------------------------------------------------------------------------
     def all_online(self) -> bool:
         ok = True
-        for node_id in self.box.nodes:
+        for node_id in self.node_ids:
             hit = self.tl.wait_for(lambda t, o, n=node_id: t == f"spk/node/{n}/status" and o.get("online") is True,
                                    timeout=20)
             ok &= self.check(f"{node_id} connected over mutual TLS and published its retained status", bool(hit))
         return ok
 
+    def signed_bulletin(self) -> bool:
+        audio = make_speech(self.media / "bulletin.wav",
+                            "Thông báo của Ủy ban nhân dân xã. Lịch tiêm chủng mở rộng vào sáng thứ bảy.")
+        url = self.box.content.publish(audio)
+        body = self.sim.play_body(audio, url, level="priority", content_id="bulletin-tiem-chung")
+        cid = self.sim.send("play", body, ["c27787"])
+        self.tl.say(f"district signed bulletin {body['content_id']} (sha256 {body['sha256'][:12]}…, "
+                    f"{body['duration']:.1f} s) and sent command {cid} to group c27787")
+        ok = True
+        for node in self.node_ids:
+            if self.box.nodes[node].groups[0] != "c27787":
+                continue
+            rec = self._record(node, body["content_id"])
+            ok &= self.check(f"{node} downloaded, verified and played the signed bulletin "
+                             f"(result {rec[1]['result'] if rec else 'none'})",
+                             bool(rec) and rec[1]["result"] == "completed")
+        self.envelope = self.sim.sent and self.sim.sign(self.sim.sent[-1])
+        return ok
+
+    def forged_and_replayed(self) -> bool:
+        from node.trust import keys as ed25519
+
+        forger = ed25519.generate()  # a key the district never listed in the trust document
+        cmd = self.sim.command("play", {**self.sim.play_body(self.media / "bulletin.wav", None, level="emergency"),
+                                        "content_id": "forged-alarm"}, [self.first])
+        self.sim.send_envelope(self.sim.sign(cmd, keys=[forger, forger]), [self.first])
+        self.tl.say("an attacker with a valid broker certificate sends an emergency signed by its own key")
+        # Nothing inside an unverified payload is trusted, not even its id: match the topic and reason.
+        hit = self._event(self.first, lambda o: o.get("type") == "rejected"
+                          and (o.get("data") or {}).get("topic") == f"spk/node/{self.first}/cmd"
+                          and (o.get("data") or {}).get("reason") in ("unknown_key", "bad_signature"))
+        reason = hit[1]["data"]["reason"] if hit else None
+        ok = self.check(f"forged command rejected with reason code {reason}", reason == "unknown_key")
+        self.sim.send_envelope(self.envelope, ["c27787"])
+        self.tl.say("the attacker replays the district's genuine bulletin command, byte for byte")
+        hit = self._event(self.first, lambda o: o.get("type") == "rejected"
+                          and (o.get("data") or {}).get("reason") == "replayed")
+        return self.check("replayed command rejected with reason code replayed", bool(hit)) and ok
+
+    def programme_and_emergency(self) -> bool:
+        music = make_tone(self.media / "chuong-trinh.wav", seconds=12)
+        url = self.box.content.publish(music)
+        entry = {k: v for k, v in self.sim.play_body(music, url, content_id="chuong-trinh-sang").items()
+                 if k in ("content_id", "sha256", "length", "duration", "codec", "url")}
+        start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4)
+        schedule = {"version": 1, "timezone": "Asia/Ho_Chi_Minh", "slots": [],
+                    "once": [{"id": "buoi-sang", "at": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 40,
+                              "level": "normal", "volume": 70, "playlist": [entry, dict(entry)]}]}
+        self.sim.send("schedule", schedule, [self.first])
+        self.tl.say(f"district sent schedule v1: programme 'buoi-sang' at {start:%H:%M:%S} UTC on {self.first}")
+        started = self.tl.wait_for(lambda t, o: t == f"spk/node/{self.first}/delta"
+                                   and (o.get("play") or {}).get("item") == "chuong-trinh-sang", 30)
+        self.check("scheduled programme started on time", bool(started))
+        time.sleep(2)
+        alarm = make_speech(self.media / "khan-cap.wav", "Khẩn cấp. Bão số ba sắp đổ bộ. Đề nghị bà con sơ tán.")
+        body = self.sim.play_body(alarm, self.box.content.publish(alarm), level="emergency", content_id="bao-so-3")
+        self.sim.send("play", body, [self.first])
+        self.tl.say("district sent an EMERGENCY bulletin (two signatures: emergency-a and emergency-b)")
+        cut = self._record(self.first, "chuong-trinh-sang", "preempted")
+        ok = self.check("emergency preempted the programme (record: preempted)", bool(cut))
+        done = self._record(self.first, "bao-so-3", "completed")
+        ok &= self.check("emergency bulletin played to the end", bool(done))
+        resumed = self._record(self.first, "chuong-trinh-sang", "completed", timeout=60)
+        ok &= self.check(f"programme resumed after the emergency (played {resumed[1]['seconds'] if resumed else 0}"
+                         " s more) and completed", bool(resumed) and resumed[1]["seconds"] > 1)
+        return ok
+
+    def heartbeat_and_door(self) -> bool:
+        from provisioning.district.watch import NodeTable
+
+        node = self.box.nodes[self.first]
+        send_sim(node, {"input": "door", "active": True})
+        self.tl.say(f"technician opens the cabinet door of {self.first}")
+        raised = self._event(self.first, lambda o: o.get("type") == "alarm_raised"
+                             and (o.get("data") or {}).get("alarm") == "door_open")
+        ok = self.check("door-open alarm raised", bool(raised))
+        send_sim(node, {"input": "door", "active": False})
+        cleared = self._event(self.first, lambda o: o.get("type") == "alarm_cleared"
+                              and (o.get("data") or {}).get("alarm") == "door_open")
+        ok &= self.check("door-open alarm cleared when the door closed", bool(cleared))
+        table = NodeTable()
+        for at, topic, obj in self.tl.seen:
+            table.apply(topic, obj, at)
+        print("\n" + table.render(time.time()) + "\n", flush=True)
+        return ok
+
     def run(self) -> bool:
-        steps = [self.all_online]
+        steps = [self.all_online, self.signed_bulletin, self.forged_and_replayed, self.programme_and_emergency,
+                 self.heartbeat_and_door]
+        ok = True
         for step in steps:
-            if not step():
-                return False
-        return True
+            ok &= step()
+        return ok
+
+
+def send_sim(node, message: dict) -> None:
+    """Act on a simulated node's cabinet (simulation only: its sim.sock control socket)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(json.dumps(message).encode(), str(node.state_dir / "run" / "sim.sock"))
+
+
+def make_speech(path: Path, text: str) -> Path:
+    """A spoken bulletin with espeak-ng (Vietnamese voice), or a tone when espeak-ng is missing."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng"):
+        subprocess.run(["espeak-ng", "-v", "vi", "-s", "150", "-w", str(path), text], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return path
+    return make_tone(path, 4)
+
+
+def make_tone(path: Path, seconds: float, freq: float = 440.0, rate: int = 16000) -> Path:
+    import math
+    import struct
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        frames = bytearray()
+        for i in range(int(seconds * rate)):
+            t = i / rate
+            # a little melody: the pitch changes every half second, so it is not mistaken for a test tone
+            f = freq * (1.0, 1.25, 1.5, 1.125)[int(t * 2) % 4]
+            frames += struct.pack("<h", int(9000 * math.sin(2 * math.pi * f * t)))
+        w.writeframes(bytes(frames))
+    return path
 
 
 def main(argv: list[str]) -> int:
@@ -129,6 +271,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     from provisioning.district.box import DistrictInABox
+    from provisioning.district.simulator import DistrictSimulator
 
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="speaker-demo-"))
     box = DistrictInABox(directory)
@@ -142,9 +285,12 @@ def main(argv: list[str]) -> int:
             print(f"  provisioned node {node.node_id} (groups {', '.join(node.groups)})")
         broker = box.start_broker()
         print(f"  Mosquitto (mutual TLS, per-node ACL) on {broker.address}")
+        content = box.start_content_server()
+        print(f"  content server (HTTPS, client certificates) on {content.host}:{content.port}")
         timeline = Timeline(box.workspace, broker.address)
         box.start_nodes()
-        scenario = Scenario(box, timeline)
+        sim = DistrictSimulator(box.workspace, broker.address)
+        scenario = Scenario(box, timeline, sim)
         ok = scenario.run()
         if not args.once and ok:
             timeline.say("demo running; press Ctrl-C to stop")
@@ -153,6 +299,7 @@ def main(argv: list[str]) -> int:
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
+        sim.close()
     finally:
         codes = box.stop()
         if timeline:
@@ -163,5 +310,11 @@ def main(argv: list[str]) -> int:
             print(f"nodes did not stop cleanly: {codes}", file=sys.stderr)
         ok = ok and clean
     passed = sum(1 for _, good in scenario.results if good) if timeline else 0
-    print(f"\ndemo {'succeeded' if ok else 'FAILED'}: {passed} checks passed; files in {directory}")
+    failed = sum(1 for _, good in scenario.results if not good) if timeline else 0
+    for node in box.nodes.values():
+        wavs = sorted(node.wav_dir.glob("*.wav"))
+        print(f"  {node.node_id}: {len(wavs)} output WAV files in {node.wav_dir}")
+        print(f"  {node.node_id}: play records and events in {node.state_dir / 'outbox.db'} "
+              f"(delivered ones are on the broker topic spk/node/{node.node_id}/events); log {node.log_path}")
+    print(f"\ndemo {'succeeded' if ok else 'FAILED'}: {passed} checks passed, {failed} failed; files in {directory}")
     return 0 if ok else 1

@@ -1,8 +1,17 @@
-"""Build the node from its configuration: pick a real or simulated adapter for each outside thing."""
+"""Build the node from its configuration: one real or simulated adapter per outside thing.
+
+Simulation (`--simulate` or node.simulate = true) swaps only what cannot exist on a laptop: GPIO pins
+(gpiozero's MockFactory), the sound card (libVLC writes WAV files), the modem (a pty simulator when
+modem.port = "sim"). Everything else — broker, TLS, trust, storage, the loop — is the same code.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+import threading
+import time
 from pathlib import Path
 
 from node.adapters.backoff import Backoff
@@ -11,23 +20,32 @@ from node.adapters.clock import SystemClock
 from node.adapters.store import StateStore
 from node.adapters.systemd_notify import Notifier
 from node.app import NodeApp
-from node.errors import ConfigError
+from node.errors import ConfigError, DeviceError, RemoteDataError
 from node.loop import EventLoop
+from node.trust.commands import Limits
 
 log = logging.getLogger(__name__)
+MB = 1024 * 1024
 
 
 def _check_files(cfg) -> None:
     problems = []
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(cfg.broker, key)
+    for section, key in (("broker", "ca_file"), ("broker", "cert_file"), ("broker", "key_file"), ("trust", "file")):
+        path = getattr(getattr(cfg, section), key)
         if not Path(path).is_file():
-            problems.append(f"broker.{key}: {path} does not exist")
+            problems.append(f"{section}.{key}: {path} does not exist")
     if problems:
         raise ConfigError(problems)
 
 
-def build_app(cfg, *, clock=None, notifier=None, make_broker=None) -> NodeApp:
+def runtime_dir(cfg) -> Path:
+    """tmpfs on a node (/run/speaker-node: status file and daemon lock, no SD wear)."""
+    if cfg.node.simulate:
+        return Path(cfg.storage.state_dir) / "run"
+    return Path("/run/speaker-node")
+
+
+def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=None, player=None) -> NodeApp:
     state_dir = Path(cfg.storage.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock(cfg.clock.ntp_sync_file)
@@ -46,8 +64,10 @@ def build_app(cfg, *, clock=None, notifier=None, make_broker=None) -> NodeApp:
                 session_expiry=cfg.broker.session_expiry,
                 backoff=Backoff(cfg.broker.reconnect_min, cfg.broker.reconnect_max), **kw)
 
-    parts = None
-    app = NodeApp(cfg, loop=loop, store=store, notifier=notifier or Notifier(), clock=clock,
+    birth = store.next_birth()
+    parts = build_parts(cfg, loop=loop, clock=clock, store=store, birth=birth, pin_factory=pin_factory,
+                        player=player)
+    app = NodeApp(cfg, loop=loop, store=store, notifier=notifier or Notifier(), clock=clock, birth=birth,
                   make_broker=make_broker, parts=parts)
 
     def close():
@@ -55,3 +75,192 @@ def build_app(cfg, *, clock=None, notifier=None, make_broker=None) -> NodeApp:
 
     app.close = close
     return app
+
+
+def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None):
+    from node.content.cache import ContentCache
+    from node.content.download import Downloader, DownloadLimits
+    from node.health.outbox import Outbox
+    from node.playback.relays import Inputs, InputSpec, RelayBoard, RelaySpec
+    from node.service.fetcher import Fetcher
+    from node.service.health import HealthService, ModemPoller, request_reboot
+    from node.service.intake import CommandIntake, TrustedTime, TrustKeeper, load_clock_trust
+    from node.service.onair import OnAir
+    from node.service.parts import NodeParts
+
+    closers = []
+    run_dir = runtime_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(cfg.storage.state_dir)
+    try:
+        trust = TrustKeeper(Path(cfg.trust.file).read_bytes(), store)
+    except OSError as exc:
+        raise ConfigError([f"trust.file: {exc}"]) from None
+    except RemoteDataError as exc:
+        raise ConfigError([f"trust.file: {cfg.trust.file} is not a valid root trust document ({exc})"]) from None
+
+    if pin_factory is None and cfg.node.simulate:
+        from gpiozero.pins.mock import MockFactory
+
+        pin_factory = MockFactory()
+    relays = inputs = None
+    try:
+        if cfg.relays.amplifier is not None:
+            relays = RelayBoard(RelaySpec(cfg.relays.amplifier.pin, cfg.relays.amplifier.active_high),
+                                {z.name: RelaySpec(z.pin, z.active_high) for z in cfg.relays.zones},
+                                pin_factory=pin_factory, clock=clock.monotonic)
+            closers.append(relays.close)
+        specs = {name: InputSpec(spec.pin, spec.active_high) for name in ("door", "mains", "amp_fault",
+                                                                          "relay_feedback")
+                 if (spec := getattr(cfg.inputs, name)) is not None}
+        if specs:
+            inputs = Inputs(specs, post_event=loop.post, pin_factory=pin_factory, debounce=cfg.inputs.debounce)
+            closers.append(inputs.close)
+            if cfg.node.simulate:
+                _simulated_inputs_at_rest(pin_factory, cfg)
+                time.sleep(cfg.inputs.debounce * 2 + 0.02)  # let the simulated cabinet settle
+    except DeviceError as exc:
+        raise ConfigError([f"relays/inputs: {exc}"]) from None
+
+    if player is None:
+        from node.playback.player import VlcPlayer
+
+        player = VlcPlayer(loop.post, output=cfg.audio.output, device=cfg.audio.device,
+                           wav_path=Path(cfg.audio.wav_dir) / "{item_id}.wav")
+    closers.append(player.close)
+    cache = ContentCache(Path(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB, state_dir / "cache.db")
+    cache.sweep()
+    closers.append(cache.close)
+    downloader = Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
+                            key_file=cfg.broker.key_file, limits=DownloadLimits(max_bytes=cfg.audio.max_audio_mb * MB))
+    fetcher = Fetcher(downloader, loop.post)
+    closers.append(fetcher.close)
+    outbox = Outbox(state_dir / "outbox.db", node_id=cfg.node.id, max_rows=cfg.health.outbox_max_rows,
+                    max_event_rows=min(20_000, cfg.health.outbox_max_rows))
+    closers.append(outbox.close)
+
+    limits = Limits(max_envelope_bytes=cfg.trust.max_message_bytes, audio_max_bytes=cfg.audio.max_audio_mb * MB,
+                    audio_max_duration=cfg.audio.max_duration, skew_seconds=cfg.trust.clock_skew)
+    parts_ref: dict = {}
+    clock_trust = load_clock_trust(store)
+
+    def emit_event(t, d):
+        parts_ref["parts"].emit_event(t, d)
+
+    def emit_record(r):
+        parts_ref["parts"].emit_record(r)
+
+    onair = OnAir(cfg=cfg, loop=loop, clock=clock, now_trusted=TrustedTime(clock, clock_trust).now, player=player, relays=relays,
+                  inputs_state=lambda: parts_ref["parts"].health.inputs, cache=cache, fetcher=fetcher, store=store,
+                  emit_event=emit_event, emit_record=emit_record, max_queue=cfg.audio.max_queue)
+    intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=trust, clock=clock,
+                           clock_trust=clock_trust, limits=limits, max_message_bytes=cfg.trust.max_message_bytes,
+                           dispatcher=onair, emit=emit_event)
+
+    def publish_full(payload):
+        parts_ref["parts"].app.publish_status(payload)
+
+    def publish_delta(payload):
+        app = parts_ref["parts"].app
+        app.broker.publish(app.topics.delta, json.dumps(payload, separators=(",", ":")).encode(), qos=0)
+
+    modem_poller = None
+    power_cycle = None
+    if cfg.modem.power_cycle is not None:
+        power_cycle = _power_cycler(cfg.modem.power_cycle, pin_factory, loop)
+    health = HealthService(cfg=cfg, birth=birth, clock=clock, publish_full=publish_full,
+                           publish_delta=publish_delta, emit_event=emit_event,
+                           collect=lambda: parts_ref["parts"].collect(), runtime_dir=run_dir,
+                           power_cycle=power_cycle, reboot=lambda: request_reboot(run_dir))
+    if cfg.modem.enabled:
+        open_port = _modem_opener(cfg, closers)
+        modem_poller = ModemPoller(open_port, cfg.modem.poll_interval, loop.post)
+        health.poller = modem_poller
+    if cfg.node.simulate:
+        closers.append(_SimControl(run_dir / "sim.sock", pin_factory, cfg).close)
+    parts = NodeParts(cfg=cfg, loop=loop, clock=clock, store=store, outbox=outbox, intake=intake, onair=onair,
+                      health=health, relays=relays, inputs=inputs, player=player, fetcher=fetcher,
+                      modem_poller=modem_poller, closers=closers)
+    parts_ref["parts"] = parts
+    return parts
+
+
+def _modem_opener(cfg, closers):
+    from node.modem.at import ATPort
+
+    port = cfg.modem.port
+    if port == "sim":
+        if not cfg.node.simulate:
+            raise ConfigError(['modem.port: "sim" needs simulation (node.simulate = true or --simulate)'])
+        from node.modem.simulator import ModemSimulator
+
+        simulator = ModemSimulator("ec25", link=Path(runtime_dir(cfg)) / "ttyModemAT")
+        closers.append(simulator.close)
+        port = simulator.port
+
+    def open_port():
+        at = ATPort(port, cfg.modem.baud)
+        at.open()
+        return at
+
+    return open_port
+
+
+def _power_cycler(spec, pin_factory, loop):
+    """Cut the modem's power for 5 s through its relay (non-blocking: the loop switches it back)."""
+    from gpiozero import OutputDevice
+
+    device = OutputDevice(spec.pin, active_high=spec.active_high, initial_value=True, pin_factory=pin_factory)
+
+    def cycle():
+        device.off()
+        loop.call_later(5.0, device.on)
+
+    return cycle
+
+
+def _simulated_inputs_at_rest(pin_factory, cfg) -> None:
+    """A simulated cabinet starts closed, with mains present and no amplifier fault. (Driven after the
+    input devices exist: creating one sets the mock pin's pull, which resets its level.)"""
+    at_rest = {"door": False, "mains": True, "amp_fault": False, "relay_feedback": False}
+    for name, active in at_rest.items():
+        spec = getattr(cfg.inputs, name)
+        if spec is not None:
+            _drive(pin_factory, spec, active)
+
+
+def _drive(pin_factory, spec, active: bool) -> None:
+    pin = pin_factory.pin(spec.pin)
+    high = active if spec.active_high else not active
+    pin.drive_high() if high else pin.drive_low()
+
+
+class _SimControl:
+    """Simulation only: a Unix datagram socket that lets the demo (or a person) act on the simulated
+    cabinet: {"input": "door", "active": true} opens the door."""
+
+    def __init__(self, path: Path, pin_factory, cfg):
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.path, self.pin_factory, self.cfg = path, pin_factory, cfg
+        self.thread = threading.Thread(target=self._run, name="sim-control", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            try:
+                msg = json.loads(data)
+                spec = getattr(self.cfg.inputs, msg["input"])
+                if spec is not None:
+                    _drive(self.pin_factory, spec, bool(msg["active"]))
+            except (ValueError, KeyError, AttributeError, TypeError) as exc:
+                log.warning("sim control: ignored %r (%s)", data[:80], exc)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.path.unlink(missing_ok=True)

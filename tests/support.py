@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 
 from provisioning import pki
 from provisioning.district.localbroker import client_tls
+from provisioning.district.workspace import init_workspace
 
 NODES = {
     "27787-01": ["c27787", "d760", "p75"],
@@ -23,22 +24,17 @@ NODES = {
 
 
 def make_tls_workspace(ws: Path, nodes: dict[str, list[str]] = NODES) -> Path:
-    """District TLS material plus node certificates (ws/nodes/ID/node.{crt,key}) and odd cases:
+    """A district workspace (`speaker-district init`: keys, trust.json, TLS) plus a dashboard identity,
+    node certificates (ws/nodes/ID/node.{crt,key}) and odd cases:
     an expired node certificate and a certificate from a foreign CA."""
     tls = ws / "tls"
     if not (tls / "ca.crt").exists():
-        ca_key, ca = pki.create_ca("test district CA")
-        pki.write_private_key(tls / "ca.key", ca_key)
-        pki.write_cert(tls / "ca.crt", ca)
-        key, cert = pki.issue_server_cert(ca_key, ca, ["localhost", "127.0.0.1", "::1"])
-        pki.write_private_key(tls / "broker.key", key)
-        pki.write_cert(tls / "broker.crt", cert)
-        for ident in ("district", "monitor"):
-            key, cert = pki.issue_client_cert(ca_key, ca, ident)
-            pki.write_private_key(tls / f"{ident}.key", key)
-            pki.write_cert(tls / f"{ident}.crt", cert)
-        pki.write_crl(tls / "crl.pem", pki.build_crl(ca_key, ca, []))
+        init_workspace(ws, district="test")
     ca_key, ca = pki.load_private_key(tls / "ca.key"), pki.load_cert(tls / "ca.crt")
+    if not (tls / "monitor.crt").exists():
+        key, cert = pki.issue_client_cert(ca_key, ca, "monitor")
+        pki.write_private_key(tls / "monitor.key", key)
+        pki.write_cert(tls / "monitor.crt", cert)
     for node_id in nodes:
         d = ws / "nodes" / node_id
         if not (d / "node.crt").exists():

@@ -104,6 +104,11 @@ class StateStore:
         row = self.db.execute("SELECT payload FROM journal WHERE slot=?", (slot,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def journal_items(self, prefix: str) -> list[tuple[str, dict]]:
+        rows = self.db.execute("SELECT slot, payload FROM journal WHERE slot LIKE ? ORDER BY slot",
+                               (prefix.replace("%", "") + "%",)).fetchall()
+        return [(slot, json.loads(payload)) for slot, payload in rows]
+
     def accept_command(self, command_id: str, until_epoch: float, journal: tuple[str, dict] | None = None):
         """Remember an accepted id (and optionally journal it) in one transaction, before acting on it."""
         with self.db:

@@ -80,6 +80,20 @@ class TrustKeeper:
         return (self.document.expires - now).total_seconds() / 86400
 
 
+class TrustedTime:
+    """Trusted wall time, read fresh: feeds the system clocks to ClockTrust, returns its verdict.
+
+    (ClockTrust.trusted_now() alone is the verdict of the *last* observation, which goes stale.)"""
+
+    def __init__(self, clock, clock_trust: ClockTrust):
+        self.clock, self.clock_trust = clock, clock_trust
+        self._cellular: dt.datetime | None = None
+
+    def now(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
+        return self.clock_trust.observe(wall=self.clock.wall(), monotonic=self.clock.monotonic(),
+                                        ntp_synced=self.clock.ntp_synchronized(), cellular=cellular)
+
+
 class CommandIntake:
     def __init__(self, *, node_id: str, groups: list[str], store, trust: TrustKeeper, clock, clock_trust: ClockTrust,
                  limits: Limits, max_message_bytes: int, dispatcher: Dispatcher,
@@ -88,13 +102,13 @@ class CommandIntake:
         self.store, self.trust, self.clock, self.clock_trust = store, trust, clock, clock_trust
         self.limits, self.max_message_bytes = limits, max_message_bytes
         self.dispatcher, self.emit = dispatcher, emit
+        self.trusted_time = TrustedTime(clock, clock_trust)
         self.rejections = TokenBucket(rate_per_s=10 / 60, burst=20)
         self.decisions: list[Decision] = []  # last few, for status and tests
 
     # --- time ------------------------------------------------------------------------------------
     def observe_clock(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
-        return self.clock_trust.observe(wall=self.clock.wall(), monotonic=self.clock.monotonic(),
-                                        ntp_synced=self.clock.ntp_synchronized(), cellular=cellular)
+        return self.trusted_time.now(cellular)
 
     # --- messages ----------------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> Decision:
@@ -117,8 +131,13 @@ class CommandIntake:
 
     def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> Decision:
         command = accepted.command
-        # Persist first: once the id is on disk, the same bytes can never be accepted again.
-        self.store.accept_command(command.id, _epoch(accepted.remember_until))
+        # Persist first: once the id is on disk, the same bytes can never be accepted again. Play and live
+        # commands are journalled in the same transaction, so a power cut between "accepted" and
+        # "played" leaves a command to resume and record, never a silently lost one.
+        journal = None
+        if command.type in ("play", "live"):
+            journal = (f"cmd:{command.id}", {"envelope": base64.b64encode(payload).decode()})
+        self.store.accept_command(command.id, _epoch(accepted.remember_until), journal)
         log.info("accepted %s %s from %s (keys %s)", command.type, command.id, topic,
                  ",".join(k[:8] for k in accepted.keyids))
         if command.type == "time":

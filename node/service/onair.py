@@ -1,0 +1,569 @@
+"""On air: turns accepted commands and schedule slots into relay switching, playback and play records.
+
+Pure decisions come from node.playback (Arbiter: what plays; RelaySequencer: when relays move;
+schedule: which slot is on). This class performs them with the adapters (RelayBoard, Player, cache,
+fetcher) and writes one proof-of-play record per item (per playlist entry for programmes) through
+`emit_record`, which persists it in the outbox before anything is reported.
+
+Times: the arbiter and sequencer work on the loop's monotonic clock; signed times (expiry, start_at,
+slot times) are converted with the *trusted* wall time, never the raw system clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+
+from node.playback import schedule as sched
+from node.playback.arbiter import Action, Arbiter, Level, QueueItem
+from node.playback.player import PlayerEvent
+from node.playback.records import FAIL_AMP_FAULT, FAIL_RELAY_FEEDBACK, PlayRecord, PlayResult
+from node.playback.relays import InputChanged
+from node.playback.sequencer import RelaySequencer
+from node.service.fetcher import FetchDone, FetchJob
+from node.trust.commands import parse_command
+from node.trust.envelope import parse_envelope
+
+log = logging.getLogger(__name__)
+
+RECORD_LEVEL = {Level.EMERGENCY: "emergency", Level.PRIORITY: "priority", Level.NORMAL: "normal",
+                Level.SCHEDULED: "normal", Level.TEST: "normal"}
+# Relay sequencer phase -> "play.state" of the heartbeat (node/schemas/status.json).
+PHASE_STATE = {"off": "idle", "waiting": "warming", "warming": "warming", "playing": "playing", "tail": "tail",
+               "hold": "idle"}
+LIVE_RETRY_S = 2.0
+PREFETCH_HORIZON = dt.timedelta(hours=24)
+
+
+@dataclass
+class Playing:
+    """The item on air and what its current record needs."""
+
+    item: QueueItem
+    play_id: str | None = None      # id given to the player for the current media (late events are ignored)
+    entry: dict | None = None       # the clip or playlist entry being played
+    started_mono: float | None = None
+    started_wall: float | None = None
+    amp_fault_seen: bool = False
+    live_lost_since: float | None = None
+    timers: list[int] = field(default_factory=list)
+
+
+class OnAir:
+    def __init__(self, *, cfg, loop, clock, now_trusted, player, relays, inputs_state, cache, fetcher, store,
+                 emit_event, emit_record, max_queue: int):
+        self.cfg, self.loop, self.clock, self.now_trusted = cfg, loop, clock, now_trusted
+        self.player, self.relays, self.inputs_state = player, relays, inputs_state
+        self.cache, self.fetcher, self.store = cache, fetcher, store
+        self.emit_event, self.emit_record = emit_event, emit_record
+        r = cfg.relays
+        self.sequencer = RelaySequencer(r.warmup, r.tail, r.idle_hold, r.min_off)
+        self.arbiter = Arbiter(max_queue)
+        self.on: Playing | None = None
+        self.waiting: dict[str, list[QueueItem]] = {}  # sha256 -> items waiting for their download
+        self.schedule: dict | None = None
+        self.schedule_version = 0
+        self.started_occurrences: set[str] = set()
+        self.failed_to_sound: str | None = None  # latched alarm until the next successful play
+        self._seq_timer = self._arb_timer = self._sched_timer = None
+        self._play_ids = itertools.count(1)
+        self.relay_log: list[tuple[float, str, bool]] = []
+
+    # --- time helpers --------------------------------------------------------------------------
+    def _mono_for(self, when: dt.datetime) -> float | None:
+        """Monotonic deadline for a signed wall time; None when the clock is not trusted."""
+        now = self.now_trusted()
+        if now is None:
+            return None
+        return self.clock.monotonic() + (when - now).total_seconds()
+
+    def _wall(self) -> float:
+        now = self.now_trusted()
+        return (now or self.clock.wall()).timestamp()
+
+    # --- start / stop ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._recover_after_crash()
+        stored = self.store.document("schedule")
+        if stored:
+            self._load_schedule(stored[1])
+        self._schedule_tick()
+
+    def stop(self) -> None:
+        """Shutdown: stop playback, record the interrupted item, relays off."""
+        if self.on:
+            self._finish(PlayResult.STOPPED, "shutdown", advance=False)
+        self.player.stop()
+        self._perform(self.sequencer.force_off(self.clock.monotonic()))
+        if self.relays:
+            self.relays.all_off()
+
+    # --- commands (from intake) ------------------------------------------------------------------
+    def on_play(self, command, envelope: bytes) -> None:
+        body = command.body
+        c = body.content
+        entry = {"content_id": c.content_id, "sha256": c.sha256, "length": c.length, "duration": c.duration,
+                 "codec": c.codec, "url": c.url, "volume": c.volume, "zones": list(c.zones) if c.zones else None}
+        item = QueueItem(item_id=command.id, level=Level(body.level), source="command",
+                         content={"kind": "clip", "entry": entry, "command_id": command.id,
+                                  "start_at": body.start_at.timestamp() if body.start_at else None},
+                         enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(command.expires),
+                         duration=c.duration, resume_ok=False, content_id=c.content_id)
+        self._when_content_ready(item, entry)
+
+    def on_live(self, command) -> None:
+        body = command.body
+        deadline = min(command.expires, self.now_trusted() + dt.timedelta(seconds=body.max_duration))
+        item = QueueItem(item_id=command.id, level=Level(body.level), source="live",
+                         content={"kind": "live", "url": body.url, "volume": body.volume, "grace": body.grace,
+                                  "command_id": command.id, "until": deadline.timestamp()},
+                         enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(deadline),
+                         duration=body.max_duration, resume_ok=False, content_id=f"live:{command.id}")
+        self._offer(item)
+
+    def on_stop(self, command) -> None:
+        body = command.body
+        now = self.clock.monotonic()
+        level = Level(body.level) if body.level else None
+        current_id = self.on.item.item_id if self.on else None
+        dropped = self.arbiter.stop(now, content_id=body.content_id, level=level, all=bool(body.all))
+        for sha, items in list(self.waiting.items()):
+            keep = [i for i in items if not (body.all or i.level is level or body.content_id in (i.content_id,
+                                                                                                  i.item_id))]
+            for gone in set(items) - set(keep):
+                self._record_skip(gone, "stop_command")
+            self.waiting[sha] = keep
+        for d in dropped:
+            if d.was_current and self.on and self.on.item.item_id == current_id:
+                self.player.stop()
+                self._finish(PlayResult.STOPPED, "stop_command", arbiter_done=True)
+            else:
+                self._record_skip(d.item, d.reason)
+        self._next_if_idle()
+
+    def on_schedule(self, command, envelope: bytes) -> None:
+        self._load_schedule(envelope)
+        self._schedule_tick()
+
+    def _load_schedule(self, envelope: bytes) -> None:
+        payload = parse_envelope(envelope).payload
+        command = parse_command(payload)
+        self.schedule = json.loads(payload)["body"]
+        self.schedule_version = command.version
+        log.info("schedule version %d in force (%d slots)", self.schedule_version, len(self.schedule.get("slots", [])))
+
+    # --- content ---------------------------------------------------------------------------------
+    def _when_content_ready(self, item: QueueItem, entry: dict) -> None:
+        if self.cache.has(entry["sha256"]):
+            self._offer_or_hold(item)
+            return
+        if not entry.get("url"):
+            self._record_skip(item, "content_missing")
+            self.emit_event("content_missing", {"content_id": entry["content_id"], "sha256": entry["sha256"]})
+            return
+        self.waiting.setdefault(entry["sha256"], []).append(item)
+        self._fetch(entry)
+
+    def _fetch(self, entry: dict) -> None:
+        self.fetcher.request(FetchJob(entry["sha256"], entry["url"], entry["length"], entry["content_id"],
+                                      entry["codec"], self.cache.partial_path(entry["sha256"])))
+
+    def on_fetch_done(self, ev: FetchDone) -> None:
+        job = ev.job
+        self.fetcher.finished(job.sha256)
+        items = self.waiting.pop(job.sha256, [])
+        if ev.path is not None:
+            try:
+                self.cache.admit(ev.path, job.sha256, job.length, job.content_id, job.codec)
+            except Exception as exc:  # noqa: BLE001 - cache_full or disk errors: report, don't crash
+                ev = FetchDone(job, None, getattr(exc, "reason", "cache_error"), str(exc)[:200])
+        if ev.path is None:
+            log.warning("content %s not delivered: %s %s", job.content_id, ev.reason, ev.detail)
+            self.emit_event("content_failed", {"content_id": job.content_id, "sha256": job.sha256,
+                                               "reason": ev.reason, "detail": ev.detail or None})
+            for item in items:
+                self._record_skip(item, ev.reason or "download_failed")
+            return
+        for item in items:
+            self._offer_or_hold(item)
+
+    # --- arbitration -----------------------------------------------------------------------------
+    def _offer_or_hold(self, item: QueueItem) -> None:
+        """Synchronised start: offer the item so that the amplifier has warmed up at start_at."""
+        start_at = item.content.get("start_at")
+        if start_at:
+            at = self._mono_for(dt.datetime.fromtimestamp(start_at, dt.timezone.utc))
+            lead = self.cfg.relays.warmup + 0.5
+            if at is not None and at - lead > self.clock.monotonic():
+                self.loop.call_at(at - lead, lambda: self._offer(item))
+                return
+        self._offer(item)
+
+    def _offer(self, item: QueueItem) -> None:
+        now = self.clock.monotonic()
+        position = self.player.position() if self.on else 0.0
+        decision = self.arbiter.offer(item, now, position)
+        for d in decision.dropped:
+            self._record_skip(d.item, d.reason)
+        if decision.action is Action.PLAY_NOW:
+            if decision.preempted and self.on:
+                cut = self.on
+                self.player.stop()
+                self._finish(PlayResult.PREEMPTED, f"preempted by {item.level.value} {item.item_id}",
+                             arbiter_done=True, advance=False)
+                if decision.preempted_fate == "drop" and cut.item.source == "command":
+                    self.store.journal_set(f"cmd:{cut.item.item_id}", None)
+            self._begin(item)
+        elif decision.action in (Action.REJECTED, Action.DROPPED) and decision.reason != "duplicate":
+            self._record_skip(item, decision.reason)
+            self.emit_event("queue_rejected", {"command_id": item.item_id, "reason": decision.reason})
+        self._arm_arbiter_timer()
+
+    def _next_if_idle(self) -> None:
+        if self.on is not None:
+            return
+        item, dropped = self.arbiter.next(self.clock.monotonic())
+        for d in dropped:
+            self._record_skip(d.item, d.reason)
+        if item is not None:
+            self._begin(item)
+        else:
+            self._perform(self.sequencer.playback_finished(self.clock.monotonic()))
+        self._arm_arbiter_timer()
+
+    def _arm_arbiter_timer(self) -> None:
+        self.loop.cancel(self._arb_timer)
+        deadline = self.arbiter.next_deadline()
+        self._arb_timer = None if deadline is None else self.loop.call_at(deadline, self._expire_queue)
+
+    def _expire_queue(self) -> None:
+        for d in self.arbiter.expire(self.clock.monotonic()):
+            self._record_skip(d.item, d.reason)
+        self._arm_arbiter_timer()
+
+    # --- the item on air -------------------------------------------------------------------------
+    def _begin(self, item: QueueItem) -> None:
+        self.on = Playing(item)
+        self.store.journal_set("onair", {"item": item.to_dict(), "since": self._wall()})
+        zones = item.content.get("entry", {}).get("zones") if item.content.get("kind") == "clip" else None
+        self._perform(self.sequencer.request_play(self.clock.monotonic(), zones))
+
+    def _ready_to_play(self) -> None:
+        if self.on is None:
+            return
+        start_at = self.on.item.content.get("start_at")
+        if start_at:
+            at = self._mono_for(dt.datetime.fromtimestamp(start_at, dt.timezone.utc))
+            if at is not None and at > self.clock.monotonic():
+                self.on.timers.append(self.loop.call_at(at, self._start_media))
+                return
+        self._start_media()
+
+    def _start_media(self) -> None:
+        on = self.on
+        if on is None:
+            return
+        kind = on.item.content["kind"]
+        if kind == "clip":
+            on.entry = on.item.content["entry"]
+            self._play_entry(on.entry, offset=0.0)
+        elif kind == "live":
+            on.entry = {"content_id": on.item.content_id, "sha256": None, "url": on.item.content["url"]}
+            self._play_source(on.item.content["url"], on.item.content.get("volume"))
+            until = self._mono_for(dt.datetime.fromtimestamp(on.item.content["until"], dt.timezone.utc))
+            if until is not None:
+                on.timers.append(self.loop.call_at(until, lambda: self._end_live(on)))
+        else:
+            ends = self._mono_for(dt.datetime.fromtimestamp(on.item.content["ends_at"], dt.timezone.utc))
+            if ends is not None:
+                on.timers.append(self.loop.call_at(ends, lambda: self._end_slot(on)))
+            self._slot_next_entry()
+
+    def _play_entry(self, entry: dict, offset: float) -> bool:
+        path = self.cache.path_for(entry["sha256"])
+        if path is None:
+            self.emit_event("content_missing", {"content_id": entry["content_id"], "sha256": entry["sha256"]})
+            return False
+        self._play_source(str(path), entry.get("volume"), offset)
+        return True
+
+    def _play_source(self, source: str, volume: int | None, offset: float = 0.0) -> None:
+        on = self.on
+        on.play_id = f"{on.item.item_id}-{next(self._play_ids)}"
+        volume = volume if volume is not None else on.item.content.get("volume")
+        on.started_mono, on.started_wall = None, None
+        on.amp_fault_seen = bool(self.inputs_state().get("amp_fault"))
+        self.player.play(source, volume=volume if volume is not None else self.cfg.audio.default_volume,
+                         item_id=on.play_id, start_at=offset)
+
+    # --- player events ---------------------------------------------------------------------------
+    def on_player_event(self, ev: PlayerEvent) -> None:
+        on = self.on
+        if on is None or ev.item_id != on.play_id:
+            return  # a late event of media we already stopped
+        if ev.kind == "playing":
+            on.started_mono, on.started_wall = self.clock.monotonic(), self._wall()
+            on.live_lost_since = None
+            return
+        if ev.kind == "stopped":
+            return
+        kind = on.item.content["kind"]
+        if kind == "live":
+            self._live_dropped(on, ev)
+        elif kind == "slot":
+            result, reason = self._judge(ev)
+            self._write_record(on, result, reason)
+            self._slot_next_entry()
+        else:
+            result, reason = self._judge(ev)
+            self._finish(result, reason)
+
+    def _judge(self, ev: PlayerEvent) -> tuple[PlayResult, str | None]:
+        if ev.kind == "error":
+            return PlayResult.FAILED, "no_audio" if ev.detail == "no_audio" else f"player_error:{ev.detail}"
+        if self.on.amp_fault_seen or self.inputs_state().get("amp_fault"):
+            return PlayResult.FAILED, FAIL_AMP_FAULT
+        feedback = self.inputs_state().get("relay_feedback")
+        if feedback is False:
+            return PlayResult.FAILED, FAIL_RELAY_FEEDBACK
+        return PlayResult.COMPLETED, None
+
+    def on_input(self, ev: InputChanged) -> None:
+        if ev.name == "amp_fault" and ev.active and self.on:
+            self.on.amp_fault_seen = True
+
+    # --- live relay ------------------------------------------------------------------------------
+    def _live_dropped(self, on: Playing, ev: PlayerEvent) -> None:
+        now = self.clock.monotonic()
+        if on.live_lost_since is None:
+            on.live_lost_since = now
+            self.emit_event("live_interrupted", {"command_id": on.item.item_id, "detail": ev.detail or ev.kind})
+        if now - on.live_lost_since >= on.item.content.get("grace", 30):
+            self._finish(PlayResult.FAILED, "stream_lost")
+            return
+        on.timers.append(self.loop.call_later(LIVE_RETRY_S, lambda: self._live_retry(on)))
+
+    def _live_retry(self, on: Playing) -> None:
+        if self.on is on:
+            self._play_source(on.item.content["url"], on.item.content.get("volume"))
+
+    def _end_live(self, on: Playing) -> None:
+        if self.on is on:
+            self.player.stop()
+            self._finish(PlayResult.COMPLETED, None)
+
+    # --- schedule --------------------------------------------------------------------------------
+    def _schedule_tick(self) -> None:
+        """Start the slot that is on now; prefetch and pin what the next 24 h need; re-arm."""
+        self.loop.cancel(self._sched_timer)
+        now = self.now_trusted()
+        if self.schedule and now is not None:
+            try:
+                occ = sched.active_at(self.schedule, self.cfg.node.timezone, now)
+                self._prefetch(now)
+            except Exception as exc:  # noqa: BLE001 - a bad schedule must not stop the node
+                log.error("schedule: %s", exc)
+                occ = None
+            if occ and occ.occurrence_id not in self.started_occurrences:
+                self.started_occurrences.add(occ.occurrence_id)
+                self._offer(self._slot_item(occ))
+        self._sched_timer = self.loop.call_later(self._seconds_to_next_check(now), self._schedule_tick)
+
+    def _seconds_to_next_check(self, now: dt.datetime | None) -> float:
+        """At the next occurrence start (one-off items start at any second), at most a minute away."""
+        if now is None:
+            return 10.0  # no trusted time yet: nothing may start; look again soon
+        delay = 60.0
+        try:
+            upcoming = sched.expand(self.schedule, self.cfg.node.timezone, now + dt.timedelta(milliseconds=1),
+                                    now + dt.timedelta(seconds=60)) if self.schedule else []
+        except Exception:  # noqa: BLE001 - reported by the tick itself
+            upcoming = []
+        if upcoming:
+            delay = (upcoming[0].starts_at - now).total_seconds()
+        return max(0.005, delay)
+
+    def _prefetch(self, now: dt.datetime) -> None:
+        needed = sched.needed_content(self.schedule, self.cfg.node.timezone, now, PREFETCH_HORIZON)
+        self.cache.set_pinned(needed)
+        for occ in sched.expand(self.schedule, self.cfg.node.timezone, now - dt.timedelta(hours=1),
+                                now + PREFETCH_HORIZON):
+            for entry in occ.playlist or ():
+                if entry["sha256"] in needed and not self.cache.has(entry["sha256"]) and entry.get("url"):
+                    self._fetch(entry)
+
+    def _slot_item(self, occ: sched.Occurrence) -> QueueItem:
+        level = Level.PRIORITY if occ.level == "priority" else Level.SCHEDULED
+        return QueueItem(
+            item_id=occ.occurrence_id, level=level, source="live" if occ.live else "schedule",
+            content={"kind": "live" if occ.live else "slot", "slot_id": occ.slot_id,
+                     "starts_at": occ.starts_at.timestamp(), "ends_at": occ.ends_at.timestamp(),
+                     "volume": occ.volume, "playlist": list(occ.playlist or []),
+                     "url": (occ.live or {}).get("url"), "grace": 30, "until": occ.ends_at.timestamp()},
+            enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(occ.ends_at),
+            duration=(occ.ends_at - occ.starts_at).total_seconds(), content_id=occ.slot_id)
+
+    def _occurrence(self, content: dict) -> sched.Occurrence:
+        return sched.Occurrence(content["slot_id"], dt.datetime.fromtimestamp(content["starts_at"], dt.timezone.utc),
+                                dt.datetime.fromtimestamp(content["ends_at"], dt.timezone.utc), "normal",
+                                content.get("volume"), tuple(content["playlist"]), None)
+
+    def _slot_next_entry(self) -> None:
+        """Play the playlist entry that should be on at this wall-clock moment (radio-style: after a
+        preemption or a restart the programme continues where it would be, not where it stopped)."""
+        on = self.on
+        now = self.now_trusted()
+        playlist = on.item.content["playlist"]
+        position = sched.playlist_position(self._occurrence(on.item.content), now) if now else None
+        last = on.entry.get("_index") if on.entry else None
+        if last is not None and (position is None or position[0] <= last):
+            # The entry ended a little before its signed duration: go on with the next one, never
+            # replay the tail of the one that just finished.
+            position = (last + 1, 0.0) if last + 1 < len(playlist) and position is not None else None
+        if position is None:
+            self._finish(None, None)  # playlist done: the slot item ends (its entries are recorded)
+            return
+        index, offset = position
+        entry = playlist[index]
+        on.entry = dict(entry, volume=entry.get("volume", on.item.content.get("volume")), _index=index)
+        if not self._play_entry(on.entry, offset):
+            self._write_record(on, PlayResult.SKIPPED, "content_missing")
+            # Nothing to play for this entry: look again when it would have ended.
+            on.timers.append(self.loop.call_later(max(0.5, entry["duration"] - offset), self._slot_next_entry))
+
+    def _end_slot(self, on: Playing) -> None:
+        if self.on is on:
+            self.player.stop()
+            self._finish(PlayResult.STOPPED, "slot_end")
+
+    # --- finishing and records ---------------------------------------------------------------------
+    def _finish(self, result: PlayResult | None, reason: str | None, *, arbiter_done: bool = False,
+                advance: bool = True) -> None:
+        on = self.on
+        if on is None:
+            return
+        for token in on.timers:
+            self.loop.cancel(token)
+        if result is not None:
+            self._write_record(on, result, reason)
+        if not arbiter_done:
+            self.arbiter.on_finished(on.item.item_id, (result or PlayResult.COMPLETED).value,
+                                     self.clock.monotonic())
+        self.on = None
+        self.store.journal_set("onair", None)
+        if on.item.source == "command" or on.item.content.get("command_id"):
+            if result is not PlayResult.PREEMPTED:
+                self.store.journal_set(f"cmd:{on.item.item_id}", None)
+        if advance:
+            self._next_if_idle()
+
+    def _write_record(self, on: Playing, result: PlayResult, reason: str | None) -> None:
+        entry = on.entry or on.item.content.get("entry") or {}
+        now_wall = self._wall()
+        seconds = 0.0
+        if on.started_mono is not None:
+            seconds = max(0.0, self.clock.monotonic() - on.started_mono)
+        if result is PlayResult.COMPLETED and on.started_mono is None:
+            result, reason = PlayResult.FAILED, "no_audio"
+        record = PlayRecord(
+            content_id=entry.get("content_id") or on.item.content_id, sha256=entry.get("sha256"),
+            level=RECORD_LEVEL[on.item.level], source=on.item.source, result=result,
+            command_id=on.item.content.get("command_id"), slot_id=on.item.content.get("slot_id") and on.item.item_id,
+            scheduled_at=on.item.content.get("start_at") or on.item.content.get("starts_at"),
+            started_at=on.started_wall, ended_at=now_wall if on.started_wall else None,
+            seconds_played=round(seconds, 3), volume=entry.get("volume") or self.cfg.audio.default_volume,
+            relays=[(round(t, 3), name, state) for t, name, state in self.relay_log
+                    if on.started_wall is None or t >= on.started_wall - self.cfg.relays.warmup - 1],
+            failure_reason=reason)
+        if result is PlayResult.FAILED:
+            self.failed_to_sound = reason
+            self.emit_event("failed_to_sound", {"content_id": record.content_id, "reason": reason})
+        elif result is PlayResult.COMPLETED:
+            self.failed_to_sound = None
+        self.emit_record(record)
+        self.relay_log = self.relay_log[-32:]
+        on.started_mono = on.started_wall = None
+
+    def _record_skip(self, item: QueueItem, reason: str) -> None:
+        entry = item.content.get("entry") or {}
+        self.emit_record(PlayRecord(
+            content_id=entry.get("content_id") or item.content_id, sha256=entry.get("sha256"),
+            level=RECORD_LEVEL[item.level], source=item.source, result=PlayResult.SKIPPED,
+            command_id=item.content.get("command_id"), slot_id=item.content.get("slot_id") and item.item_id,
+            scheduled_at=item.content.get("start_at") or item.content.get("starts_at"),
+            volume=entry.get("volume"), failure_reason=reason))
+        if item.source == "command":
+            self.store.journal_set(f"cmd:{item.item_id}", None)
+
+    # --- relays ------------------------------------------------------------------------------------
+    def _perform(self, actions: list[tuple]) -> None:
+        for action in actions:
+            if action[0] == "amp":
+                self._relay("amp", action[1])
+            elif action[0] == "zones":
+                self._relay("zones", action[2], action[1])
+            elif action[0] == "ready_to_play":
+                self._ready_to_play()
+        self.loop.cancel(self._seq_timer)
+        deadline = self.sequencer.next_deadline()
+        self._seq_timer = None if deadline is None else self.loop.call_at(
+            deadline, lambda: self._perform(self.sequencer.tick(self.clock.monotonic())))
+
+    def _relay(self, what: str, on: bool, names=None) -> None:
+        if self.relays is None:
+            return
+        before = self.relays.states()
+        if what == "amp":
+            self.relays.amp_on() if on else self.relays.amp_off()
+        elif on:
+            self.relays.zones_on(names)
+        else:
+            self.relays.zones_off()
+        wall = self._wall()
+        for name, state in self.relays.states().items():
+            if before.get(name) != state:
+                self.relay_log.append((wall, name, state))
+
+    # --- crash recovery --------------------------------------------------------------------------
+    def _recover_after_crash(self) -> None:
+        """After kill -9 or a power cut: record the interrupted item, then re-offer accepted commands
+        that have not played yet (and are still valid)."""
+        interrupted = self.store.journal_get("onair")
+        if interrupted:
+            item = QueueItem.from_dict(interrupted["item"])
+            entry = item.content.get("entry") or {}
+            self.emit_record(PlayRecord(
+                content_id=entry.get("content_id") or item.content_id, sha256=entry.get("sha256"),
+                level=RECORD_LEVEL[item.level], source=item.source, result=PlayResult.FAILED,
+                command_id=item.content.get("command_id"), slot_id=item.content.get("slot_id") and item.item_id,
+                scheduled_at=item.content.get("start_at") or item.content.get("starts_at"),
+                started_at=interrupted.get("since"), failure_reason="interrupted_by_restart"))
+            self.emit_event("interrupted", {"item": item.item_id})
+            self.store.journal_set("onair", None)
+        for slot, data in self.store.journal_items("cmd:"):
+            try:
+                envelope = base64.b64decode(data["envelope"])
+                command = parse_command(parse_envelope(envelope).payload)
+            except Exception as exc:  # noqa: BLE001 - a damaged journal row must not block start-up
+                log.error("dropping unreadable journal entry %s: %s", slot, exc)
+                self.store.journal_set(slot, None)
+                continue
+            now = self.now_trusted()
+            if now is None or now >= command.expires:
+                self.store.journal_set(slot, None)
+                continue
+            (self.on_play if command.type == "play" else self.on_live)(command, *(
+                [envelope] if command.type == "play" else []))
+
+    # --- status ------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        on = self.on
+        state = PHASE_STATE[self.sequencer.phase.value]
+        if on is not None and on.started_mono is not None:
+            state = "playing"
+        return {"state": state, "item": (on.entry or {}).get("content_id") if on else None,
+                "level": RECORD_LEVEL[on.item.level] if on else None, "queue": len(self.arbiter.queued)}
