@@ -172,6 +172,9 @@ SCHEMA: dict[str, dict[str, F]] = {
     "storage": {
         "state_dir": F(STR, "/var/lib/speaker-node"),
         "cache_dir": F(STR, ""),  # default: <state_dir>/cache
+        # tmpfs: daemon lock and latest status for selftest (default /run/speaker-node; <state_dir>/run
+        # when simulating, so several simulated nodes can share one machine)
+        "runtime_dir": F(STR, ""),
         "cache_quota_mb": F(ranged(INT, 16, 1 << 20), 2048),
     },
     "audio": {
@@ -304,6 +307,8 @@ def _cross_checks(s: dict[str, SimpleNamespace]) -> list[str]:
 
 def _fill_derived(s: dict[str, SimpleNamespace]) -> None:
     state = Path(s["storage"].state_dir)
+    if not s["storage"].runtime_dir:
+        s["storage"].runtime_dir = str(state / "run") if s["node"].simulate else "/run/speaker-node"
     if not s["storage"].cache_dir:
         s["storage"].cache_dir = str(state / "cache")
     if not s["audio"].wav_dir:
@@ -324,6 +329,14 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return validate(data, str(path))
+
+
+def load_config_simulated(path: str | Path) -> Config:
+    """The same file with node.simulate forced on (`--simulate`), so derived paths follow it."""
+    cfg = load_config(path)
+    raw = {k: dict(v) for k, v in cfg.raw.items()}
+    raw.setdefault("node", {})["simulate"] = True
+    return validate(raw, str(path))
 
 
 def report(exc: ConfigError, source: str) -> str:

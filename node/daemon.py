@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from node.config import DEFAULT_PATH, load_config, report
+from node.config import DEFAULT_PATH, load_config, load_config_simulated, report
 from node.errors import EX_CONFIG, ConfigError
 
 log = logging.getLogger("speaker-node")
@@ -43,8 +43,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(report(exc, args.config), file=sys.stderr)
         return EX_CONFIG
-    if args.simulate:
+    if args.simulate and not cfg.node.simulate:
         cfg.node.simulate = True
+        cfg = load_config_simulated(args.config)
 
     from node.wiring import build_app  # imported after the config check: a bad config exits fast
 

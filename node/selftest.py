@@ -7,8 +7,8 @@ Vietnamese. Exit status: 0 when nothing failed (skipped lines do not fail), 1 wh
 
 The relay test is silent by default: the amplifier is switched with every zone off, and each zone with
 the amplifier off, so no horn sounds. `--audible` plays a 1 s 1 kHz tone through every zone.
-While the service runs (it holds an flock on <state_dir>/daemon.lock) the GPIO pins and the modem port
-belong to it: relays are skipped, inputs and modem readings come from its <state_dir>/status.json.
+While the service runs (it holds an flock on <runtime_dir>/daemon.lock) the GPIO pins and the modem port
+belong to it: relays are skipped, inputs and modem readings come from its <runtime_dir>/status.json.
 """
 
 from __future__ import annotations
@@ -331,9 +331,9 @@ def run_checks(
 
     now = now or dt.datetime.now(dt.timezone.utc)
     synced = os.path.exists(cfg.clock.ntp_sync_file)
-    state_dir = cfg.storage.state_dir
-    daemon = daemon_running(state_dir)
-    service_status = read_service_status(state_dir) if daemon else None
+    run_dir = cfg.storage.runtime_dir
+    daemon = daemon_running(run_dir)
+    service_status = read_service_status(run_dir) if daemon else None
     relay_ids = [f"relay:{AMPLIFIER}"] + [f"relay:{z.name}" for z in cfg.relays.zones] + ["audio"]
     steps = [
         (["certificate"], lambda: [check_certificate(cfg, say, now, synced)]),
@@ -435,7 +435,7 @@ def main(argv: list[str]) -> int:
             pin_factory = simulated_pin_factory(cfg)
             stack.callback(pin_factory.reset)
             cfg.audio.output = "wav"
-            if cfg.modem.enabled and cfg.modem.port == "sim" and not daemon_running(cfg.storage.state_dir):
+            if cfg.modem.enabled and cfg.modem.port == "sim" and not daemon_running(cfg.storage.runtime_dir):
                 modem_port = stack.enter_context(simulated_modem())
         results = run_checks(
             cfg, pin_factory=pin_factory, modem_port=modem_port, locale=lang, audible=args.audible

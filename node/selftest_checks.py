@@ -48,10 +48,10 @@ class CheckResult:
 # --- the running service ----------------------------------------------------------------------------
 
 
-def daemon_running(state_dir: str) -> bool:
-    """True while `speaker-node run` holds its exclusive flock on <state_dir>/daemon.lock."""
+def daemon_running(run_dir: str) -> bool:
+    """True while `speaker-node run` holds its exclusive flock on <runtime_dir>/daemon.lock."""
     try:
-        fd = os.open(Path(state_dir) / "daemon.lock", os.O_RDONLY)
+        fd = os.open(Path(run_dir) / "daemon.lock", os.O_RDONLY)
     except FileNotFoundError:
         return False
     except OSError:
@@ -67,10 +67,10 @@ def daemon_running(state_dir: str) -> bool:
         os.close(fd)
 
 
-def read_service_status(state_dir: str) -> dict | None:
-    """The daemon's runtime status (<state_dir>/status.json), or None when absent or unreadable."""
+def read_service_status(run_dir: str) -> dict | None:
+    """The daemon's runtime status (<runtime_dir>/status.json), or None when absent or unreadable."""
     try:
-        data = json.loads((Path(state_dir) / "status.json").read_text(encoding="utf-8"))
+        data = json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -40,14 +40,31 @@ def _check_files(cfg) -> None:
 
 def runtime_dir(cfg) -> Path:
     """tmpfs on a node (/run/speaker-node: status file and daemon lock, no SD wear)."""
-    if cfg.node.simulate:
-        return Path(cfg.storage.state_dir) / "run"
-    return Path("/run/speaker-node")
+    return Path(cfg.storage.runtime_dir)
+
+
+def hold_daemon_lock(cfg):
+    """One daemon per node: an exclusive flock on <runtime_dir>/daemon.lock, held for the process's
+    life (the kernel drops it when the process dies, even by kill -9). selftest checks it too."""
+    import fcntl
+    import os
+
+    run = runtime_dir(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError([f"another speaker-node is already running for {cfg.node.id} "
+                           f"(lock {run / 'daemon.lock'} is held)"]) from None
+    return fd
 
 
 def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=None, player=None) -> NodeApp:
     state_dir = Path(cfg.storage.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = hold_daemon_lock(cfg)
     clock = clock or SystemClock(cfg.clock.ntp_sync_file)
     loop = EventLoop(clock.monotonic)
     store = StateStore(state_dir / "state.db")
@@ -71,7 +88,10 @@ def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=N
                   make_broker=make_broker, parts=parts)
 
     def close():
+        import os
+
         store.close()
+        os.close(lock_fd)
 
     app.close = close
     return app

@@ -303,7 +303,9 @@ def test_open_door_and_missing_mains_fail_their_own_lines(node_config):
 
 def test_daemon_holding_the_lock_skips_relays_and_reads_its_status(node_config, tmp_path):
     cfg = load_config(node_config)
-    lock = open(tmp_path / "state" / "daemon.lock", "w")
+    run_dir = Path(cfg.storage.runtime_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / "daemon.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     factory = MockFactory()  # plain pins: any GPIO the self-test touched would appear in factory.pins
     try:
@@ -316,7 +318,7 @@ def test_daemon_holding_the_lock_skips_relays_and_reads_its_status(node_config, 
         assert not factory.pins
         assert failed_ids(results) == []
 
-        (tmp_path / "state" / "status.json").write_text(
+        (run_dir / "status.json").write_text(
             json.dumps(
                 {
                     "inputs": {"door": True, "mains": True, "amp_fault": False},

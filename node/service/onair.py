@@ -36,6 +36,7 @@ RECORD_LEVEL = {Level.EMERGENCY: "emergency", Level.PRIORITY: "priority", Level.
 PHASE_STATE = {"off": "idle", "waiting": "warming", "warming": "warming", "playing": "playing", "tail": "tail",
                "hold": "idle"}
 LIVE_RETRY_S = 2.0
+SLOT_END_GRACE_S = 0.5
 PREFETCH_HORIZON = dt.timedelta(hours=24)
 
 
@@ -255,7 +256,9 @@ class OnAir:
     def _ready_to_play(self) -> None:
         if self.on is None:
             return
-        start_at = self.on.item.content.get("start_at")
+        # A synchronised command (start_at) or a programme slot (starts_at) sounds at its instant: the
+        # relays were switched early enough for the warm-up to end before it.
+        start_at = self.on.item.content.get("start_at") or self.on.item.content.get("starts_at")
         if start_at:
             at = self._mono_for(dt.datetime.fromtimestamp(start_at, dt.timezone.utc))
             if at is not None and at > self.clock.monotonic():
@@ -280,7 +283,8 @@ class OnAir:
         else:
             ends = self._mono_for(dt.datetime.fromtimestamp(on.item.content["ends_at"], dt.timezone.utc))
             if ends is not None:
-                on.timers.append(self.loop.call_at(ends, lambda: self._end_slot(on)))
+                # A little after the end: a playlist that fills its slot exactly should complete.
+                on.timers.append(self.loop.call_at(ends + SLOT_END_GRACE_S, lambda: self._end_slot(on)))
             self._slot_next_entry()
 
     def _play_entry(self, entry: dict, offset: float) -> bool:
@@ -363,7 +367,9 @@ class OnAir:
         now = self.now_trusted()
         if self.schedule and now is not None:
             try:
-                occ = sched.active_at(self.schedule, self.cfg.node.timezone, now)
+                # Look warm-up seconds ahead, so that the programme's first second is heard.
+                lead = dt.timedelta(seconds=self.cfg.relays.warmup)
+                occ = sched.active_at(self.schedule, self.cfg.node.timezone, now + lead)
                 self._prefetch(now)
             except Exception as exc:  # noqa: BLE001 - a bad schedule must not stop the node
                 log.error("schedule: %s", exc)
@@ -379,12 +385,13 @@ class OnAir:
             return 10.0  # no trusted time yet: nothing may start; look again soon
         delay = 60.0
         try:
-            upcoming = sched.expand(self.schedule, self.cfg.node.timezone, now + dt.timedelta(milliseconds=1),
-                                    now + dt.timedelta(seconds=60)) if self.schedule else []
+            lead = dt.timedelta(seconds=self.cfg.relays.warmup)
+            upcoming = sched.expand(self.schedule, self.cfg.node.timezone, now + lead + dt.timedelta(milliseconds=1),
+                                    now + lead + dt.timedelta(seconds=60)) if self.schedule else []
         except Exception:  # noqa: BLE001 - reported by the tick itself
             upcoming = []
         if upcoming:
-            delay = (upcoming[0].starts_at - now).total_seconds()
+            delay = (upcoming[0].starts_at - now).total_seconds() - self.cfg.relays.warmup
         return max(0.005, delay)
 
     def _prefetch(self, now: dt.datetime) -> None:
@@ -438,7 +445,8 @@ class OnAir:
     def _end_slot(self, on: Playing) -> None:
         if self.on is on:
             self.player.stop()
-            self._finish(PlayResult.STOPPED, "slot_end")
+            sounding = on.started_mono is not None
+            self._finish(PlayResult.STOPPED if sounding else None, "slot_end" if sounding else None)
 
     # --- finishing and records ---------------------------------------------------------------------
     def _finish(self, result: PlayResult | None, reason: str | None, *, arbiter_done: bool = False,
