@@ -22,6 +22,7 @@ from node.adapters.systemd_notify import Notifier
 from node.app import NodeApp
 from node.errors import ConfigError, DeviceError, RemoteDataError
 from node.loop import EventLoop
+from node.service import settings
 from node.trust.commands import Limits
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=N
     clock = clock or SystemClock(cfg.clock.ntp_sync_file)
     loop = EventLoop(clock.monotonic)
     store = StateStore(state_dir / "state.db")
+    cfg = settings.apply_stored(cfg, store)  # signed remote settings accepted earlier
     if make_broker is None:
         _check_files(cfg)
         try:
@@ -192,6 +194,7 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
                            publish_delta=publish_delta, emit_event=emit_event,
                            collect=lambda: parts_ref["parts"].collect(), runtime_dir=run_dir,
                            power_cycle=power_cycle, reboot=lambda: request_reboot(run_dir))
+    onair.health = health
     if cfg.modem.enabled:
         open_port = _modem_opener(cfg, closers)
         modem_poller = ModemPoller(open_port, cfg.modem.poll_interval, loop.post)
@@ -202,6 +205,7 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
                       health=health, relays=relays, inputs=inputs, player=player, fetcher=fetcher,
                       modem_poller=modem_poller, closers=closers)
     parts_ref["parts"] = parts
+    onair.changed = parts.kick
     return parts
 
 

@@ -113,6 +113,17 @@ class Probe:
             if predicate(msg.topic, obj):
                 return msg.topic, obj
 
+    def find(self, predicate, timeout: float = 10.0):
+        """Like wait_for, but a matching message that already arrived counts too (order-insensitive)."""
+        for topic, payload, _ in list(self.seen):
+            try:
+                obj = json.loads(payload)
+            except ValueError:
+                continue
+            if predicate(topic, obj):
+                return topic, obj
+        return self.wait_for(predicate, timeout)
+
     def publish(self, topic, payload, qos=1, retain=False, timeout=5.0) -> bool:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(timeout)
@@ -145,6 +156,8 @@ def write_node_config(path: Path, ws: Path, node_id: str, servers: list[str], *,
     state_dir = state_dir or path.parent / f"state-{node_id}"
     nd = ws / "nodes" / node_id
     trust_file = trust_file or ws / "trust.json"
+    ntp_flag = path.parent / "timesync-synchronized"
+    ntp_flag.touch()
     text = f"""
 [node]
 id = "{node_id}"
@@ -171,6 +184,10 @@ output = "wav"
 
 [modem]
 enabled = false
+
+[clock]
+# systemd-timesyncd's flag file, simulated: this node's clock counts as NTP-synchronised.
+ntp_sync_file = "{ntp_flag}"
 {extra}
 """
     path.write_text(text)

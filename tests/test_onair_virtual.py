@@ -232,3 +232,18 @@ def test_live_stream_that_never_answers_fails_after_grace_and_relays_go_off(node
     [record] = node.records()
     assert record["result"] == "failed" and record["reason"] == "stream_lost"
     assert not node.pin(AMP) and not node.pin(NORTH)
+
+
+def test_signed_config_changes_whitelisted_settings_and_refuses_the_rest(node):
+    node.send("config", {"version": 1, "settings": {"audio.default_volume": 55, "relays.idle_hold": 5}},
+              valid_for=86400)
+    [applied] = node.events("config_applied")
+    assert applied["data"]["keys"] == ["audio.default_volume", "relays.idle_hold"]
+    assert node.app.parts.onair.sequencer.idle_hold == 5 and node.cfg.audio.default_volume == 55
+    node.send("config", {"version": 2, "settings": {"trust.file": "/tmp/evil.json"}}, valid_for=86400)
+    node.send("config", {"version": 3, "settings": {"audio.default_volume": 500}}, valid_for=86400)
+    refused = node.events("config_refused")
+    assert [r["data"]["problems"][0].split(":")[0] for r in refused] == ["trust.file", "audio.default_volume"]
+    assert node.cfg.audio.default_volume == 55
+    node.send("config", {"version": 1, "settings": {"audio.default_volume": 10}}, valid_for=86400)
+    assert node.events("rejected")[-1]["data"]["reason"] == "rollback"

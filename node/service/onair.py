@@ -73,6 +73,8 @@ class OnAir:
         self._seq_timer = self._arb_timer = self._sched_timer = None
         self._play_ids = itertools.count(1)
         self.relay_log: list[tuple[float, str, bool]] = []
+        self.health = None  # set by the wiring: remote settings reach the heartbeat through it
+        self.changed = lambda: None  # set by the wiring: relay changes are urgent heartbeat news
 
     # --- time helpers --------------------------------------------------------------------------
     def _mono_for(self, when: dt.datetime) -> float | None:
@@ -145,6 +147,20 @@ class OnAir:
             else:
                 self._record_skip(d.item, d.reason)
         self._next_if_idle()
+
+    def on_config(self, command) -> None:
+        """Signed remote settings (whitelist in node.service.settings); taken whole or not at all."""
+        from node.service import settings
+
+        applied, problems = settings.accept(self.cfg, self.store, dict(command.body.settings))
+        if problems:
+            log.warning("config %s refused: %s", command.body.version, "; ".join(problems))
+            self.emit_event("config_refused", {"command_id": command.id, "version": command.body.version,
+                                               "problems": problems[:10]})
+            return
+        later = settings.apply_live(self.cfg, self, self.health, applied)
+        self.emit_event("config_applied", {"command_id": command.id, "version": command.body.version,
+                                           "keys": sorted(applied), "after_restart": sorted(later)})
 
     def on_schedule(self, command, envelope: bytes) -> None:
         self._load_schedule(envelope)
@@ -535,6 +551,7 @@ class OnAir:
         for name, state in self.relays.states().items():
             if before.get(name) != state:
                 self.relay_log.append((wall, name, state))
+        self.changed()
 
     # --- crash recovery --------------------------------------------------------------------------
     def _recover_after_crash(self) -> None:
