@@ -32,7 +32,8 @@ setup(
     extras_require={
         # QR code on the cabinet-door label made by speaker-provision (technician laptop only, pure Python).
         "provision": ["segno>=1.5"],
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "hypothesis>=6.80", "jsonschema>=4.18", "ruff>=0.4", "segno>=1.5"],
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "hypothesis>=6.80", "jsonschema>=4.18", "ruff>=0.4",
+                "segno>=1.5"],
     },
     entry_points={
         "console_scripts": [

@@ -133,7 +133,8 @@ enabled = false
         return [p for p in self.events_published() if p.get("kind") == "play"]
 
     def events(self, type_: str | None = None) -> list[dict]:
-        return [p for p in self.events_published() if p.get("kind") == "event" and (type_ is None or p["type"] == type_)]
+        return [p for p in self.events_published()
+                if p.get("kind") == "event" and (type_ is None or p["type"] == type_)]
 
     def events_published(self) -> list[dict]:
         return [json.loads(p) for t, p, _, _ in self.broker.published if t.endswith("/events")]

@@ -124,7 +124,8 @@ def test_schedule_across_midnight_plays_both_sides(node):
     a, b = node.clip("truoc-nua-dem", 600), node.clip("sau-nua-dem", 600)
     # 23:55 in Hanoi = 16:55 UTC; a 20-minute slot runs into the next day.
     node.send("schedule", {"version": 1, "timezone": "Asia/Ho_Chi_Minh", "once": [], "slots": [
-        {"id": "khuya", "weekdays": [T0.isoweekday()], "start": "23:55", "duration": 1200, "level": "normal", "volume": None,
+        {"id": "khuya", "weekdays": [T0.isoweekday()], "start": "23:55", "duration": 1200, "level": "normal",
+         "volume": None,
          "playlist": [a, b]}]}, valid_for=86400 * 2)
     node.run_until(T0.replace(hour=17, minute=30))
     got = [(r["content_id"], r["result"]) for r in node.records()]
