@@ -20,6 +20,8 @@ setup(
         "provisioning": ["broker/*", "firstboot/*", "templates/*"],
     },
     include_package_data=True,
+    # systemd units and the udev rule travel with the wheel (speaker-provision sdcard copies them).
+    data_files=[("share/speaker-node/systemd", sorted(str(p) for p in Path("systemd").glob("*") if p.is_file()))],
     install_requires=[
         # CallbackAPIVersion.VERSION2 and MQTT v5 properties as used here arrived in 2.x; 2.1 fixed reconnect bugs.
         "paho-mqtt>=2.1",

@@ -248,3 +248,25 @@ def test_signed_config_changes_whitelisted_settings_and_refuses_the_rest(node):
     assert node.cfg.audio.default_volume == 55
     node.send("config", {"version": 1, "settings": {"audio.default_volume": 10}}, valid_for=86400)
     assert node.events("rejected")[-1]["data"]["reason"] == "rollback"
+
+
+def test_link_down_climbs_the_recovery_ladder_up_to_a_reboot_request_and_reports_the_return(node):
+    """No registration and no broker for hours: requery, modem reset, then a reboot asked through a
+    request file that the root-owned speaker-reboot.path watches (the daemon itself is unprivileged)."""
+    from node.service.health import ModemReading
+
+    health = node.app.parts.health
+    health.broker_connected = False
+    for _ in range(3 * 60):                       # three hours, one modem poll a minute
+        node.app.loop.post(ModemReading(None, "ModemGone: port vanished"))
+        node.run(60)
+    steps = [e["data"]["step"] for e in node.events("recovery_step")]
+    assert steps[0] == "requery" and "cfun_reset" in steps and "reboot" in steps
+    assert steps.index("cfun_reset") < steps.index("reboot")
+    with open(node.app.cfg.storage.runtime_dir + "/reboot-request") as f:
+        assert "recovery" in f.read()
+    health.broker_connected = True                # the link returns
+    node.app.loop.post(ModemReading({"registration": "home", "sim": "ready", "operator": "Viettel"}))
+    node.run(1)
+    [restored] = node.events("link_restored")
+    assert restored["data"]["down_s"] >= 3 * 3600 - 120 and "reboot" in restored["data"]["steps"]

@@ -136,6 +136,8 @@ def test_first_boot_moves_secrets_installs_units_and_removes_its_hook(scratch, n
         system / "system" / "speaker-firstboot.service",
         system / "journald.conf.d" / "speaker-node.conf",
         system / "system.conf.d" / "speaker-watchdog.conf",
+        system / "system" / "speaker-reboot.path",
+        system / "system" / "speaker-reboot.service",
     ):
         assert path.exists() and mode(path) == 0o644, path
     assert "RuntimeWatchdogSec=15" in (system / "system.conf.d" / "speaker-watchdog.conf").read_text()
@@ -144,6 +146,7 @@ def test_first_boot_moves_secrets_installs_units_and_removes_its_hook(scratch, n
         assert (root / "etc" / "udev" / "rules.d" / "99-speaker-modem.rules").exists()
     assert f"systemctl --root {root} enable speaker-node.service" in calls
     assert f"systemctl --root {root} enable speaker-firstboot.service" in calls
+    assert f"systemctl --root {root} enable speaker-reboot.path" in calls
     assert f"systemctl --root {root} enable ssh.service" in calls
 
     assert not (boot / "firstrun.sh").exists()

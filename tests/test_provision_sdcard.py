@@ -73,7 +73,8 @@ def test_bookworm_image_gets_identity_units_and_imager_style_hook(image, nodes, 
     optional = {n for n in sdcard.OPTIONAL_UNIT_FILES if (sdcard.REPO_SYSTEMD / n).exists()}
     assert (
         fat_list(image, "/speaker-node/units")
-        == {"speaker-node.service", "speaker-firstboot.service", "journald-speaker.conf", "watchdog.conf"}
+        == {"speaker-node.service", "speaker-firstboot.service", "journald-speaker.conf", "watchdog.conf",
+            "speaker-reboot.path", "speaker-reboot.service"}
         | optional
     )
     assert (

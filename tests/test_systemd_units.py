@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
-UNITS = ("speaker-node.service", "speaker-firstboot.service")
+UNITS = ("speaker-node.service", "speaker-firstboot.service", "speaker-reboot.service", "speaker-reboot.path")
 EXEC_PATHS = ("/opt/speaker-node/venv/bin/speaker-node", "/usr/local/lib/speaker-node/speaker-firstboot.sh")
 
 pytestmark = pytest.mark.skipif(
@@ -41,6 +41,9 @@ def copy_with_stub_executables(tmp_path: Path, name: str) -> Path:
         text = text.replace(path, str(stub))
     copy = tmp_path / name
     copy.write_text(text)
+    if name.endswith(".path"):  # a path unit is verified together with the unit it starts
+        service = copy_with_stub_executables(tmp_path, name.replace(".path", ".service"))
+        assert service.exists()
     return copy
 
 

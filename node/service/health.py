@@ -144,6 +144,8 @@ class HealthService:
         for kind, payload in self.heartbeat.tick(self.clock.wall().timestamp(), readings):
             (self.publish_full if kind == "full" else self.publish_delta)(payload)
             self._write_runtime_status(payload if kind == "full" else None)
+        if not self.runtime_dir.joinpath("status.json").exists():
+            self._write_runtime_status(None)
         self._alarm_events(readings)
 
     def _alarm_events(self, readings: dict) -> None:
@@ -156,7 +158,7 @@ class HealthService:
 
     def _write_runtime_status(self, full: dict | None) -> None:
         """The latest status in the runtime directory (tmpfs on a node: no SD wear) for selftest."""
-        status = dict(self.heartbeat._baseline or {}) if full is None else full  # noqa: SLF001
+        status = self.heartbeat.last_sent if full is None else full
         try:
             self.runtime_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.runtime_dir / "status.json.tmp"

@@ -7,6 +7,7 @@ play records to the district exactly once (deleted only after the broker's PUBAC
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from node.adapters.broker import MessageReceived
 from node.health.outbox import OutboxPump, make_event
@@ -23,9 +24,9 @@ CLOCK_TICK_S = 60.0
 FLOOR_SAVE_S = 3600.0
 
 
-def record_payload(record: PlayRecord, node_id: str) -> dict:
+def record_payload(record: PlayRecord, node_id: str, now: float) -> dict:
     """PlayRecord -> node/schemas/play_record.json (relay times as epoch seconds)."""
-    return {"v": 1, "id": record.id, "node": node_id, "ts": int(record.ended_at or record.started_at or 0) or None,
+    return {"v": 1, "id": record.id, "node": node_id, "ts": int(now),
             "kind": "play", "content_id": record.content_id, "sha256": record.sha256, "level": record.level,
             "source": record.source, "command_id": record.command_id, "slot_id": record.slot_id,
             "scheduled_at": record.scheduled_at, "started_at": record.started_at, "ended_at": record.ended_at,
@@ -44,15 +45,24 @@ class NodeParts:
         self.pump: OutboxPump | None = None
         self.app = None
         self._urgent = False
+        self.outbox_errors = 0
         self._last_floor_save = clock.monotonic()
 
     # --- events into the outbox (persisted before anything is reported) ---------------------------
     def emit_event(self, type_: str, data: dict) -> None:
-        self.outbox.add("event", make_event(self.cfg.node.id, type_, data, self.clock.wall().timestamp()))
+        self._add("event", make_event(self.cfg.node.id, type_, data, self.clock.wall().timestamp()))
         self.kick()
 
+    def _add(self, kind: str, payload: dict) -> None:
+        """A full or failing SD card must not stop playback: log it, count it, carry on."""
+        try:
+            self.outbox.add(kind, payload)
+        except sqlite3.Error as exc:
+            self.outbox_errors += 1
+            log.error("outbox: could not store %s %s: %s", kind, payload.get("id"), exc)
+
     def emit_record(self, record: PlayRecord) -> None:
-        self.outbox.add("play", record_payload(record, self.cfg.node.id))
+        self._add("play", record_payload(record, self.cfg.node.id, self.clock.wall().timestamp()))
         log.info("play record %s %s %s %.1fs %s", record.content_id, record.level, record.result.value,
                  record.seconds_played, record.failure_reason or "")
         self.kick()

@@ -157,10 +157,16 @@ install -d -m 0755 "$ROOT/etc/systemd/journald.conf.d" "$ROOT/etc/systemd/system
 install -m 0644 "$CARD/units/speaker-node.service" "$ROOT/etc/systemd/system/speaker-node.service"
 install -m 0644 "$CARD/units/journald-speaker.conf" "$ROOT/etc/systemd/journald.conf.d/speaker-node.conf"
 install -m 0644 "$CARD/units/watchdog.conf" "$ROOT/etc/systemd/system.conf.d/speaker-watchdog.conf"
+for unit in speaker-reboot.path speaker-reboot.service; do
+    if [ -f "$CARD/units/$unit" ]; then install -m 0644 "$CARD/units/$unit" "$ROOT/etc/systemd/system/$unit"; fi
+done
 if [ -f "$CARD/units/99-speaker-modem.rules" ]; then
     install -D -m 0644 "$CARD/units/99-speaker-modem.rules" "$ROOT/etc/udev/rules.d/99-speaker-modem.rules"
 fi
 systemctl --root "${ROOT:-/}" enable speaker-node.service
+if [ -f "$ROOT/etc/systemd/system/speaker-reboot.path" ]; then
+    systemctl --root "${ROOT:-/}" enable speaker-reboot.path
+fi
 
 # 6. remove our hook and mark the card done -----------------------------------------------------
 if [ -f "$BOOT/cmdline.txt" ] && grep -q 'systemd.run=' "$BOOT/cmdline.txt"; then
