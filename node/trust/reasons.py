@@ -43,6 +43,10 @@ DUPLICATE = "duplicate"
 AUDIO_HASH_MISMATCH = "audio_hash_mismatch"
 AUDIO_LENGTH_MISMATCH = "audio_length_mismatch"
 AUDIO_TOO_LARGE = "audio_too_large"
+AUDIO_URL_REFUSED = "audio_url_refused"
+AUDIO_TOO_MANY_REDIRECTS = "audio_too_many_redirects"
+CACHE_FULL = "cache_full"
+DOWNLOAD_FAILED = "download_failed"
 
 TABLE: tuple[Reason, ...] = (
     Reason(TOO_LARGE, True, "the envelope is bigger than the configured maximum; not parsed"),
@@ -74,6 +78,10 @@ TABLE: tuple[Reason, ...] = (
     Reason(AUDIO_HASH_MISMATCH, True, "the audio bytes do not hash to the signed sha256"),
     Reason(AUDIO_LENGTH_MISMATCH, True, "the audio file is not the signed length"),
     Reason(AUDIO_TOO_LARGE, True, "the audio is longer (bytes or seconds) than the node accepts"),
+    Reason(AUDIO_URL_REFUSED, True, "the audio URL (or a redirect) is not https, or changes scheme"),
+    Reason(AUDIO_TOO_MANY_REDIRECTS, True, "more than 3 redirects while downloading audio"),
+    Reason(CACHE_FULL, True, "the audio cache cannot take the file without evicting content the schedule needs"),
+    Reason(DOWNLOAD_FAILED, True, "the audio could not be fetched (TLS, HTTP error, timeouts) after every retry"),
 )
 
 BY_CODE: dict[str, Reason] = {reason.code: reason for reason in TABLE}
