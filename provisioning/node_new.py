@@ -126,7 +126,8 @@ def create_node(
     if node_dir.exists():
         raise ConfigError([msg("node_exists", path=node_dir)])
     key = pki.new_ec_key()
-    issued = issue_node_cert(district_dir, identity.node_id, key.public_key(), replace=replace)
+    issued = issue_node_cert(district_dir, identity.node_id, key.public_key(), replace=replace,
+                             groups=identity.groups)
     node_dir.mkdir(parents=True, mode=0o700)
     pki.write_private_key(node_dir / "node.key", key)
     pki.write_cert(node_dir / "node.crt", issued.cert)

@@ -270,3 +270,17 @@ def test_link_down_climbs_the_recovery_ladder_up_to_a_reboot_request_and_reports
     node.run(1)
     [restored] = node.events("link_restored")
     assert restored["data"]["down_s"] >= 3 * 3600 - 120 and "reboot" in restored["data"]["steps"]
+
+
+def test_flood_of_forged_commands_is_rate_limited_into_a_bounded_number_of_events(node):
+    forger = ed25519.generate()
+    clip = node.clip("x", 5)
+    body = {**clip, "level": "normal", "volume": None, "start_at": None, "zones": None}
+    for _ in range(500):
+        node.send("play", body, keys=[forger])
+    rejected = node.events("rejected")
+    assert len(rejected) == 20                      # the burst, then nothing until the bucket refills
+    node.run(60)                                    # ten a minute afterwards
+    node.send("play", body, keys=[forger])
+    last = node.events("rejected")[-1]
+    assert last["data"]["suppressed"] == 480 and node.records() == []

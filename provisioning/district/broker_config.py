@@ -19,19 +19,18 @@ def _template(name: str) -> str:
 
 
 def read_registry(workspace: Path) -> dict[str, list[str]]:
-    """{node_id: groups} from DIR/nodes/registry.json; revoked nodes are left out of the ACL too."""
+    """{node_id: groups} of every node with an active certificate (DIR/nodes/registry.json, written by
+    `speaker-district issue-cert` / `speaker-provision node new`). Revoked nodes get no ACL section:
+    the CRL already refuses them, and this keeps a stolen card from reading commands if the CRL lapses."""
     path = Path(workspace) / "nodes" / "registry.json"
     if not path.exists():
         return {}
-    data = json.loads(path.read_text())
-    entries = data.get("nodes", data) if isinstance(data, dict) else data
-    if isinstance(entries, dict):
-        entries = [dict(v, id=k) for k, v in entries.items()]
+    registry = json.loads(path.read_text())
     nodes = {}
-    for entry in entries:
-        if entry.get("revoked"):
-            continue
-        nodes[entry["id"]] = list(entry.get("groups") or [])
+    for node_id, certificates in registry.get("nodes", {}).items():
+        active = [c for c in certificates if not c.get("revoked_at")]
+        if active:
+            nodes[node_id] = sorted(set(active[-1].get("groups") or []) | {f"c{node_id.split('-')[0]}"})
     return nodes
 
 

@@ -116,10 +116,14 @@ def write_crl(ws: Workspace, registry: dict) -> x509.CertificateRevocationList:
     return crl
 
 
-def issue_node_cert(workspace: str | Path, node_id: str, public_key, *, replace: bool = False) -> IssuedCert:
+def issue_node_cert(workspace: str | Path, node_id: str, public_key, *, replace: bool = False,
+                    groups: list[str] | None = None) -> IssuedCert:
     """Certify `public_key` for `node_id` and record it. With `replace`, the node's current
-    certificate is revoked as superseded (a new SD card for the same pole); without it, refuse."""
-    parse_node_id(node_id)
+    certificate is revoked as superseded (a new SD card for the same pole); without it, refuse.
+    `groups` (c<commune>, d<district>, p<province>) go into the registry: the broker ACL that
+    `speaker-district broker-config` writes lets the node read exactly those groups' commands."""
+    commune, _ = parse_node_id(node_id)
+    groups = sorted(set(groups or []) | {f"c{commune}"})
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
         raise ConfigError(["node keys must be ECDSA P-256 (the broker and node TLS stacks expect it)"])
     ws = Workspace(workspace)
@@ -159,6 +163,7 @@ def issue_node_cert(workspace: str | Path, node_id: str, public_key, *, replace:
                 "public_key_sha256": _key_digest(public_key),
                 "revoked_at": None,
                 "reason": None,
+                "groups": groups,
             }
         )
         node_dir = ws.nodes_dir / node_id
@@ -255,6 +260,8 @@ def main_issue_cert(argv: list[str]) -> int:
     parser.add_argument(
         "--replace", action="store_true", help="supersede (revoke) the node's current certificate"
     )
+    parser.add_argument("--groups", default="", help="the node's groups for the broker ACL, e.g. d760,p75 "
+                        "(its commune group is always included)")
     args = parser.parse_args(argv)
     try:
         key = None
@@ -267,7 +274,8 @@ def main_issue_cert(argv: list[str]) -> int:
                 )
             key = pki.new_ec_key()
             public_key = key.public_key()
-        issued = issue_node_cert(args.workspace, args.node, public_key, replace=args.replace)
+        groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+        issued = issue_node_cert(args.workspace, args.node, public_key, replace=args.replace, groups=groups)
         if key is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
             pki.write_private_key(args.out_dir / "node.key", key)

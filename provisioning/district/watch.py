@@ -206,6 +206,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("dir", type=Path, help="district workspace (speaker-district init)")
     parser.add_argument("--broker", help="HOST:PORT, overriding district.toml")
     parser.add_argument("--json", action="store_true", help="one JSON line per update instead of a table")
+    parser.add_argument("--identity", default="district",
+                        help="client certificate DIR/tls/IDENTITY.{crt,key}: district, or the read-only monitor")
     parser.add_argument("--once", type=float, metavar="SECONDS",
                         help="collect for SECONDS, print the final table as one JSON array, exit")
     parser.add_argument("--stale", type=float, default=STALE_AFTER_S, metavar="SECONDS",
@@ -221,7 +223,8 @@ def main(argv: list[str]) -> int:
         host, port, prefix = read_workspace(args.dir)
         if args.broker:
             host, port = parse_broker(args.broker)
-        missing = [name for name in ("ca.crt", "district.crt", "district.key") if not (tls / name).is_file()]
+        missing = [name for name in ("ca.crt", f"{args.identity}.crt", f"{args.identity}.key")
+                   if not (tls / name).is_file()]
         if missing:
             raise ValueError(f"missing in {tls}: {', '.join(missing)} (speaker-district init creates them)")
     except ValueError as exc:
@@ -253,8 +256,8 @@ def main(argv: list[str]) -> int:
                          protocol=mqtt.MQTTv5)
     client.on_connect, client.on_disconnect, client.on_message = on_connect, on_disconnect, on_message
     try:
-        client.tls_set(ca_certs=str(tls / "ca.crt"), certfile=str(tls / "district.crt"),
-                       keyfile=str(tls / "district.key"))
+        client.tls_set(ca_certs=str(tls / "ca.crt"), certfile=str(tls / f"{args.identity}.crt"),
+                       keyfile=str(tls / f"{args.identity}.key"))
         client.connect(host, port, keepalive=60)
     except (OSError, ValueError) as exc:
         print(f"speaker-district watch: cannot connect to {host}:{port}: {exc}", file=sys.stderr)

@@ -157,9 +157,12 @@ def init_workspace(
     broker_key, broker_cert = pki.issue_server_cert(ca_key, ca_cert, hosts)
     pki.write_private_key(tls / "broker.key", broker_key)
     pki.write_cert(tls / "broker.crt", broker_cert)
-    client_key, client_cert = pki.issue_client_cert(ca_key, ca_cert, "district")
-    pki.write_private_key(tls / "district.key", client_key)
-    pki.write_cert(tls / "district.crt", client_cert)
+    # "district" sends commands and reads everything; "monitor" is the read-only identity for
+    # dashboards (Telegraf, Node-RED, speaker-district watch): the shipped ACL knows both.
+    for identity in ("district", "monitor"):
+        client_key, client_cert = pki.issue_client_cert(ca_key, ca_cert, identity)
+        pki.write_private_key(tls / f"{identity}.key", client_key)
+        pki.write_cert(tls / f"{identity}.crt", client_cert)
     pki.write_crl(tls / "crl.pem", pki.build_crl(ca_key, ca_cert, []))
 
     toml = (f"# speaker-district workspace\ndistrict = {_toml_string(district)}\n"

@@ -1,0 +1,46 @@
+"""`speaker-district send` exactly as a district integrator runs it, against the real broker and a
+running node: the node plays what the CLI signed and ignores nothing it shouldn't."""
+
+from __future__ import annotations
+
+import subprocess
+import wave
+
+from support import NodeProcess, district_probe, write_node_config
+
+from provisioning.district.content_server import ContentServer
+
+NODE = "27788-01"
+
+
+def test_send_play_with_the_cli_makes_the_node_play_and_prints_the_command_id(district_ws, broker, tmp_path,
+                                                                              python_exe):
+    audio = tmp_path / "thong-bao.wav"
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x10" * 8000)
+    content = ContentServer(district_ws, tmp_path / "content").start()
+    watcher = district_probe(broker, district_ws, client_id="cli-watch")
+    node = NodeProcess(write_node_config(tmp_path / "n.toml", district_ws, NODE, [broker.address]), python_exe)
+    try:
+        watcher.wait_for(lambda t, o: t.endswith(f"{NODE}/status") and o.get("online") is True, 20)
+        url = content.publish(audio)
+        res = subprocess.run([python_exe, "-m", "provisioning.district.cli", "send", str(district_ws),
+                              "--broker", broker.address, "play", "--to", "c27788", "--audio", str(audio),
+                              "--url", url, "--level", "priority", "--valid-for", "10m"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        command_id = res.stdout.strip()
+        assert len(command_id) >= 16 and "\n" not in command_id
+        _, accepted = watcher.find(lambda t, o: t.endswith(f"{NODE}/events") and o.get("type") == "accepted", 20)
+        assert accepted["data"]["command_id"] == command_id
+        _, record = watcher.find(lambda t, o: t.endswith(f"{NODE}/events") and o.get("kind") == "play", 30)
+        assert record["command_id"] == command_id and record["result"] == "completed"
+        assert record["level"] == "priority"
+    finally:
+        node.terminate()
+        node.close()
+        watcher.close()
+        content.stop()
