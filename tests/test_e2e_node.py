@@ -194,8 +194,8 @@ def test_kill_9_mid_play_then_restart_leaves_relays_off_and_records_the_interrup
     node = start_node(tmp_path, district_ws, broker, python_exe)
     try:
         first = online(watcher)
-        audio = tone(tmp_path / "dai.wav", 20)
-        body = sim.play_body(audio, content.publish(audio), content_id="dai-20s")
+        audio = tone(tmp_path / "dai.wav", 6)
+        body = sim.play_body(audio, content.publish(audio), content_id="dai-6s")
         sim.send("play", body, [NODE])
         watcher.wait_for(lambda t, o: t.endswith(f"{NODE}/delta") and (o.get("play") or {}).get("state") == "playing",
                          20)
@@ -203,11 +203,11 @@ def test_kill_9_mid_play_then_restart_leaves_relays_off_and_records_the_interrup
         node.close()
         node = start_node(tmp_path, district_ws, broker, python_exe)
         online(watcher, first["birth"] + 1)
-        interrupted = record_for(watcher, "dai-20s")
+        interrupted = record_for(watcher, "dai-6s")
         assert interrupted["result"] == "failed" and interrupted["reason"] == "interrupted_by_restart"
         # Still valid: it is played again, from the start, and recorded.
         again = watcher.wait_for(lambda t, o: t.endswith(f"{NODE}/events") and o.get("kind") == "play"
-                                 and o.get("content_id") == "dai-20s" and o["id"] != interrupted["id"], 40)[1]
+                                 and o.get("content_id") == "dai-6s" and o["id"] != interrupted["id"], 40)[1]
         assert again["result"] == "completed"
         # The new process started with every relay off: its first switching is the amplifier going on.
         assert again["relays"][0][1:] == ["amplifier", True]
