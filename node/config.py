@@ -275,8 +275,18 @@ def validate(data: dict, source: str = "") -> Config:
         problems += _cross_checks(sections)
     if problems:
         raise ConfigError(problems)
+    _resolve_paths(sections, Path(source).resolve().parent if source else None)
     _fill_derived(sections)
+    if sections["node"].simulate:
+        _simulated_defaults(sections)
     return Config(sections=sections, source=source, raw=data)
+
+
+def _simulated_defaults(s: dict[str, SimpleNamespace]) -> None:
+    """Simulation swaps what cannot exist on a laptop: the sound card becomes WAV files in
+    audio.wav_dir (GPIO pins become gpiozero's MockFactory in the wiring; modem.port = "sim" selects
+    the pty modem simulator)."""
+    s["audio"].output = "wav"
 
 
 def _cross_checks(s: dict[str, SimpleNamespace]) -> list[str]:
@@ -303,6 +313,22 @@ def _cross_checks(s: dict[str, SimpleNamespace]) -> list[str]:
     except Exception:
         problems.append(f"node.timezone: unknown time zone {s['node'].timezone!r}")
     return problems
+
+
+# File and directory settings; a relative path is relative to the directory of the config file, so a
+# node folder made by `speaker-provision node new` works as it is on a laptop and in /etc/speaker-node.
+PATH_KEYS = (("broker", "ca_file"), ("broker", "cert_file"), ("broker", "key_file"), ("trust", "file"),
+             ("storage", "state_dir"), ("storage", "cache_dir"), ("storage", "runtime_dir"),
+             ("audio", "wav_dir"))
+
+
+def _resolve_paths(s: dict[str, SimpleNamespace], base: Path | None) -> None:
+    if base is None:
+        return
+    for section, key in PATH_KEYS:
+        value = getattr(s[section], key)
+        if value and not Path(value).is_absolute():
+            setattr(s[section], key, str(base / value))
 
 
 def _fill_derived(s: dict[str, SimpleNamespace]) -> None:

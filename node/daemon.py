@@ -54,6 +54,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(report(exc, args.config), file=sys.stderr)
         return EX_CONFIG
+    except OSError as exc:  # state directory not writable, disk full at start-up...
+        print(f"speaker-node: cannot start: {exc}", file=sys.stderr)
+        return EX_CONFIG
 
     def on_signal(signum, frame):
         log.info("signal %d: stopping", signum)

@@ -6,7 +6,7 @@ stay in English.
 
 from __future__ import annotations
 
-import os
+from node.messages import language  # one locale rule for node and provisioning
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "node_created": ("Node {node_id} created in {path}", "Đã tạo nút {node_id} tại {path}"),
@@ -54,15 +54,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "wipe_nothing": ("Nothing to erase.", "Không có gì để xóa."),
 }
-
-
-def language(environ=None) -> str:
-    env = os.environ if environ is None else environ
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = env.get(var)
-        if value:
-            return "vi" if value.lower().startswith("vi") else "en"
-    return "en"
 
 
 def msg(message_id: str, environ=None, **values) -> str:

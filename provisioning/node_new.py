@@ -46,12 +46,13 @@ timezone = {_toml_str(timezone)}
 [broker]
 servers = {_toml_list(servers)}   # host:port, tried in order
 topic_prefix = {_toml_str(topic_prefix)}
-ca_file = "{ETC}/ca.crt"
-cert_file = "{ETC}/node.crt"
-key_file = "{ETC}/node.key"
+# Relative paths are relative to this file's folder ({ETC} on the node).
+ca_file = "ca.crt"
+cert_file = "node.crt"
+key_file = "node.key"
 
 [trust]
-file = "{ETC}/trust.json"
+file = "trust.json"
 
 [storage]
 state_dir = "/var/lib/speaker-node"

@@ -148,7 +148,8 @@ def build_crl(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Replace PATH with DATA in one step (temp file, fsync, rename); MODE is set before a byte is written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -169,15 +170,15 @@ def write_private_key(path: str | os.PathLike, key) -> None:
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _atomic_write(Path(path), data, 0o600)
+    atomic_write(path, data, 0o600)
 
 
 def write_cert(path: str | os.PathLike, cert: x509.Certificate) -> None:
-    _atomic_write(Path(path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def write_crl(path: str | os.PathLike, crl: x509.CertificateRevocationList) -> None:
-    _atomic_write(Path(path), crl.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def load_private_key(path: str | os.PathLike):

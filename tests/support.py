@@ -229,3 +229,26 @@ class NodeProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+def try_connect(broker, ctx: ssl.SSLContext, client_id: str) -> bool:
+    """True if the broker accepts an MQTT 5 connection over CTX within ~5 s; False if the TLS handshake
+    fails, the broker refuses (CONNACK failure) or never answers."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.tls_set_context(ctx)
+    result = {}
+    c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
+    try:
+        c.connect(broker.host, broker.port, keepalive=10)
+        for _ in range(50):
+            c.loop(timeout=0.1)
+            if "rc" in result:
+                break
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        try:
+            c.disconnect()
+        except Exception:
+            pass
+    return "rc" in result and not result["rc"].is_failure

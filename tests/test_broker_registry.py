@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 
-import paho.mqtt.client as mqtt
+from support import try_connect
 
 from provisioning.district.broker_config import read_registry
 from provisioning.district.certs import revoke_node
@@ -19,24 +19,7 @@ def _connects(broker, node_dir) -> bool:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cafile=str(node_dir / "ca.crt"))
     ctx.load_cert_chain(str(node_dir / "node.crt"), str(node_dir / "node.key"))
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=node_dir.name, protocol=mqtt.MQTTv5)
-    c.tls_set_context(ctx)
-    result = {}
-    c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
-    try:
-        c.connect(broker.host, broker.port, keepalive=10)
-        for _ in range(50):
-            c.loop(timeout=0.1)
-            if "rc" in result:
-                break
-    except (ssl.SSLError, OSError):
-        return False
-    finally:
-        try:
-            c.disconnect()
-        except Exception:
-            pass
-    return "rc" in result and not result["rc"].is_failure
+    return try_connect(broker, ctx, node_dir.name)
 
 
 def test_revoked_node_is_refused_by_the_shipped_broker_config_and_loses_its_acl(tmp_path):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import ssl
 
-import paho.mqtt.client as mqtt
 import pytest
-from support import Probe, district_probe, node_tls
+from support import Probe, district_probe, node_tls, try_connect
 
 from provisioning.district.broker_config import render_acl
 
@@ -21,24 +20,7 @@ def _ctx(ws, cert=None, key=None, ca=None):
 
 
 def _connect_fails(broker, ctx, client_id="intruder") -> bool:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    c.tls_set_context(ctx)
-    result = {}
-    c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
-    try:
-        c.connect(broker.host, broker.port, keepalive=10)
-        for _ in range(40):
-            c.loop(timeout=0.1)
-            if "rc" in result:
-                break
-    except (ssl.SSLError, OSError):
-        return True
-    finally:
-        try:
-            c.disconnect()
-        except Exception:
-            pass
-    return "rc" not in result or result["rc"].is_failure
+    return not try_connect(broker, ctx, client_id)
 
 
 def test_client_without_certificate_is_refused(broker, district_ws):

@@ -139,3 +139,17 @@ def test_check_config_accepts_the_shipped_example(python_exe):
                          timeout=30)
     assert res.returncode == 0, res.stderr
     assert "27787-03" in res.stdout
+
+
+def test_relative_paths_in_node_toml_are_relative_to_the_file(tmp_path):
+    from node.config import load_config
+
+    folder = tmp_path / "nodes" / "27787-03"
+    folder.mkdir(parents=True)
+    (folder / "node.toml").write_text('[node]\nid = "27787-03"\n[broker]\nservers = ["b.example.vn:8883"]\n'
+                                      'ca_file = "ca.crt"\n[trust]\nfile = "trust.json"\n'
+                                      '[storage]\nstate_dir = "state"\n')
+    cfg = load_config(folder / "node.toml")
+    assert cfg.broker.ca_file == str(folder / "ca.crt") and cfg.trust.file == str(folder / "trust.json")
+    assert cfg.storage.state_dir == str(folder / "state") and cfg.storage.cache_dir == str(folder / "state" / "cache")
+    assert cfg.broker.key_file == "/etc/speaker-node/node.key"   # absolute defaults stay as they are

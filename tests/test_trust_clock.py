@@ -1,36 +1,21 @@
 """Clock attacks and faults: 1970 boots, clocks years ahead, replayed beacons, lying cellular time."""
 
 import datetime as dt
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from trust_fixtures import TRUST, V
 
 from node.errors import RemoteDataError
 from node.trust.clock import ClockPolicy, ClockTrust
 from node.trust.trustdoc import load_trust_file
 from node.trust.verifier import Accepted, Rejected, verify_command
 
-
-def _vectors():
-    if "speaker_trust_vectors" not in sys.modules:
-        path = Path(__file__).parent / "vectors" / "make_vectors.py"
-        spec = importlib.util.spec_from_file_location("speaker_trust_vectors", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["speaker_trust_vectors"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["speaker_trust_vectors"]
-
-
-V = _vectors()
 UTC = dt.timezone.utc
 NOW = V.NOW
 FLOOR = NOW - dt.timedelta(days=2)          # last trusted time this node saw
 BUILD = dt.datetime(2026, 9, 1, tzinfo=UTC)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 FIVE_YEARS_AHEAD = NOW + dt.timedelta(days=5 * 365)
-TRUST = load_trust_file(V.trust_envelope())
 
 
 def clock(**kw):

@@ -6,37 +6,22 @@ minutes on a small machine, hence the slow mark; FUZZ_EXAMPLES=300 runs it in se
 
 import base64
 import datetime as dt
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trust_fixtures import TRUST, V
 
 from node.errors import RemoteDataError
 from node.trust.commands import parse_command
 from node.trust.envelope import parse_envelope
 from node.trust.reasons import BY_CODE
-from node.trust.trustdoc import load_trust_file, verify_trust_update
+from node.trust.trustdoc import verify_trust_update
 from node.trust.verifier import Accepted, Rejected, verify_command
 
-
-def _vectors():
-    if "speaker_trust_vectors" not in sys.modules:
-        path = Path(__file__).parent / "vectors" / "make_vectors.py"
-        spec = importlib.util.spec_from_file_location("speaker_trust_vectors", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["speaker_trust_vectors"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["speaker_trust_vectors"]
-
-
 pytestmark = pytest.mark.slow
-V = _vectors()
-TRUST = load_trust_file(V.trust_envelope())
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10000")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -1,30 +1,14 @@
 """Audio files on a USB stick: only the exact bytes the district signed, for this node, are accepted."""
 
 import hashlib
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from trust_fixtures import TRUST, V
 
 from node.trust.commands import Limits
 from node.trust.manifest import verify_audio_file
-from node.trust.trustdoc import load_trust_file
 from node.trust.verifier import Accepted
 
-
-def _vectors():
-    if "speaker_trust_vectors" not in sys.modules:
-        path = Path(__file__).parent / "vectors" / "make_vectors.py"
-        spec = importlib.util.spec_from_file_location("speaker_trust_vectors", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["speaker_trust_vectors"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["speaker_trust_vectors"]
-
-
-V = _vectors()
-TRUST = load_trust_file(V.trust_envelope())
 AUDIO = bytes(range(256)) * 9000  # 2.3 MB: more than two 1 MiB chunks
 
 

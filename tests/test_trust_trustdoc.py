@@ -1,31 +1,17 @@
 """Attacks on the trust document: rollback, unsigned or under-signed updates, root rotation, revocation."""
 
 import datetime as dt
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from trust_fixtures import TRUST, V
 
 from node.errors import RemoteDataError
 from node.trust.trustdoc import load_trust_file, verify_trust_update
 from node.trust.verifier import Accepted, verify_command
 
-
-def _vectors():
-    if "speaker_trust_vectors" not in sys.modules:
-        path = Path(__file__).parent / "vectors" / "make_vectors.py"
-        spec = importlib.util.spec_from_file_location("speaker_trust_vectors", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["speaker_trust_vectors"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["speaker_trust_vectors"]
-
-
-V = _vectors()
 NOW = V.NOW
-CURRENT = load_trust_file(V.trust_envelope())
+CURRENT = TRUST
 
 
 def update(body, signers=V.ROOTS, current=CURRENT, at=NOW):

@@ -2,31 +2,15 @@
 
 import base64
 import datetime as dt
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from trust_fixtures import TRUST, V
 
 from node.trust.commands import Limits
-from node.trust.trustdoc import load_trust_file
 from node.trust.verifier import Accepted, Rejected, verify_command
 
-
-def _vectors():
-    if "speaker_trust_vectors" not in sys.modules:
-        path = Path(__file__).parent / "vectors" / "make_vectors.py"
-        spec = importlib.util.spec_from_file_location("speaker_trust_vectors", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["speaker_trust_vectors"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["speaker_trust_vectors"]
-
-
-V = _vectors()
 NOW = V.NOW
-TRUST = load_trust_file(V.trust_envelope())
 
 
 def verify(envelope, **overrides):

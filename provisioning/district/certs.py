@@ -85,7 +85,7 @@ class Workspace:
 
     def save_registry(self, registry: dict) -> None:
         text = json.dumps(registry, indent=2, sort_keys=True) + "\n"
-        pki._atomic_write(self.registry_path, text.encode(), 0o644)
+        pki.atomic_write(self.registry_path, text.encode(), 0o644)
 
 
 def _iso(when: dt.datetime) -> str:
@@ -174,7 +174,7 @@ def issue_node_cert(workspace: str | Path, node_id: str, public_key, *, replace:
                 old.replace(node_dir / "old" / f"{current['serial']}.pem")
         pki.write_cert(node_dir / "cert.pem", cert)
         for name, value in (("serial", serial_hex), ("issued", _iso(now)), ("fingerprint", fp)):
-            pki._atomic_write(node_dir / name, (value + "\n").encode(), 0o644)
+            pki.atomic_write(node_dir / name, (value + "\n").encode(), 0o644)
         ws.save_registry(registry)
         if current:
             write_crl(ws, registry)
@@ -346,7 +346,7 @@ def main_crl(argv: list[str]) -> int:
         return _fail(prog, exc)
     pem = crl.public_bytes(serialization.Encoding.PEM)
     if args.output:
-        pki._atomic_write(args.output, pem, 0o644)
+        pki.atomic_write(args.output, pem, 0o644)
         print(f"CRL written to {args.output} (valid until {_iso(crl.next_update_utc)})", file=sys.stderr)
     else:
         sys.stdout.write(pem.decode())

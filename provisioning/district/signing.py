@@ -8,7 +8,6 @@ cannot sign something a node would reject as malformed.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import re
 import secrets
@@ -17,6 +16,7 @@ import subprocess
 import wave
 from pathlib import Path
 
+from node.content.download import hash_file
 from node.errors import RemoteDataError
 from node.trust import keys as ed25519
 from node.trust import reasons
@@ -106,15 +106,6 @@ def sign_command(command: dict, keys) -> bytes:
 
 
 # -- audio ------------------------------------------------------------------------------------------
-def file_digest(path: str | Path) -> tuple[str, int]:
-    digest, length = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-            length += len(chunk)
-    return digest.hexdigest(), length
-
-
 def audio_duration(path: str | Path) -> float:
     """Seconds of audio: the WAV header via `wave`; other formats via `soxi -D` when sox is installed.
 
@@ -155,7 +146,7 @@ def content_id_for(path: str | Path, sha256: str) -> str:
 
 
 def content_fields(path: str | Path, *, duration: float | None = None, codec: str | None = None) -> dict:
-    sha256, length = file_digest(path)
+    sha256, length = hash_file(path)  # the same streaming hash the node's cache checks with
     return {"sha256": sha256, "length": length,
             "duration": round(duration if duration is not None else audio_duration(path), 3),
             "codec": codec or codec_for(path)}

@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +36,7 @@ class WorkspaceError(Exception):
     """The workspace is missing, incomplete, or would be overwritten."""
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_atomic_write = pki.atomic_write  # the name sign_audio.py imports from here
 
 
 def _toml_string(value: str) -> str:
@@ -58,7 +45,7 @@ def _toml_string(value: str) -> str:
 
 def _write_key(directory: Path, name: str, key) -> None:
     pki.write_private_key(directory / "keys" / f"{name}.key", key)
-    _atomic_write(directory / "keys" / f"{name}.pub", ed25519.public_pem(key))
+    pki.atomic_write(directory / "keys" / f"{name}.pub", ed25519.public_pem(key))
 
 
 @dataclass
@@ -146,7 +133,7 @@ def init_workspace(
     body = signing.build_trust_body(
         version=1, issued_at=now, expires=now + dt.timedelta(days=trust_days), root_keys=roots,
         root_threshold=root_threshold, keys=entries, thresholds={"emergency": EMERGENCY_THRESHOLD})
-    _atomic_write(directory / "trust.json", signing.sign_trust(body, roots[:root_threshold]))
+    pki.atomic_write(directory / "trust.json", signing.sign_trust(body, roots[:root_threshold]))
 
     hosts = ["localhost", "127.0.0.1", "::1"]
     hosts += [h for h in dict.fromkeys(broker_hosts) if h not in hosts]
@@ -168,7 +155,7 @@ def init_workspace(
     toml = (f"# speaker-district workspace\ndistrict = {_toml_string(district)}\n"
             f"broker = \"127.0.0.1:8883\"\ntopic_prefix = \"spk\"\n"
             f"broker_hosts = [{', '.join(_toml_string(h) for h in hosts)}]\n")
-    _atomic_write(directory / "district.toml", toml.encode("utf-8"))
+    pki.atomic_write(directory / "district.toml", toml.encode("utf-8"))
     return Workspace.load(directory)
 
 
@@ -210,7 +197,7 @@ def bump_trust(
                              f"{current.root_threshold} needed")
     envelope = signing.sign_trust(body, roots)
     load_trust_file(envelope)  # refuse to write a document no node would accept
-    _atomic_write(workspace.directory / "trust.json", envelope)
+    pki.atomic_write(workspace.directory / "trust.json", envelope)
     return envelope
 
 
