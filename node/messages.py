@@ -15,6 +15,19 @@ SERVICE_HINT = (
 )
 
 MESSAGES: dict[str, tuple[str, str]] = {
+    # speaker-node wipe
+    "wipe_prompt": (
+        "This erases the keys, trust file and all records of node {node_id}. Type the node id to confirm: ",
+        "Thao tác này xóa khóa, tệp tin cậy và mọi bản ghi của nút {node_id}. Gõ mã nút để xác nhận: ",
+    ),
+    "wipe_mismatch": ("Node id did not match; nothing erased.", "Mã nút không khớp; không xóa gì."),
+    "wipe_erased": ("Erased: {path}", "Đã xóa: {path}"),
+    "wipe_done": (
+        "Node {node_id} wiped. Revoke its certificate at the district: "
+        "speaker-district revoke DIR --node {node_id}",
+        "Đã xóa nút {node_id}. Hãy thu hồi chứng thư tại huyện: speaker-district revoke DIR --node {node_id}",
+    ),
+    "wipe_nothing": ("Nothing to erase.", "Không có gì để xóa."),
     # table
     "title": ("speaker-node self-test, node {node}", "Tự kiểm tra cụm loa, nút {node}"),
     "status_pass": ("PASS", "ĐẠT"),
@@ -302,6 +315,11 @@ def language(environ=None) -> str:
         if value:
             return "vi" if value.lower().startswith("vi") else "en"
     return "en"
+
+
+def msg(message_id: str, environ=None, **values) -> str:
+    """The message in the technician's language (from the environment)."""
+    return text(message_id, language(environ), **values)
 
 
 def text(message_id: str, lang: str = "en", **values) -> str:

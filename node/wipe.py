@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.errors import ConfigError
-from provisioning.i18n import msg
+from node.messages import msg
 
 DEFAULT_CONFIG = "/etc/speaker-node/node.toml"
 

@@ -41,18 +41,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Cannot tell Bookworm from Trixie on this card; pass --os bookworm or --os trixie",
         "Không xác định được phiên bản Bookworm hay Trixie trên thẻ; hãy dùng --os bookworm hoặc --os trixie",
     ),
-    "wipe_prompt": (
-        "This erases the keys, trust file and all records of node {node_id}. Type the node id to confirm: ",
-        "Thao tác này xóa khóa, tệp tin cậy và mọi bản ghi của nút {node_id}. Gõ mã nút để xác nhận: ",
-    ),
-    "wipe_mismatch": ("Node id did not match; nothing erased.", "Mã nút không khớp; không xóa gì."),
-    "wipe_erased": ("Erased: {path}", "Đã xóa: {path}"),
-    "wipe_done": (
-        "Node {node_id} wiped. Revoke its certificate at the district: "
-        "speaker-district revoke DIR --node {node_id}",
-        "Đã xóa nút {node_id}. Hãy thu hồi chứng thư tại huyện: speaker-district revoke DIR --node {node_id}",
-    ),
-    "wipe_nothing": ("Nothing to erase.", "Không có gì để xóa."),
 }
 
 
