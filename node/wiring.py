@@ -175,7 +175,7 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     onair = OnAir(cfg=cfg, loop=loop, clock=clock, now_trusted=TrustedTime(clock, clock_trust).now, player=player,
                   relays=relays, inputs_state=lambda: parts_ref["parts"].health.inputs, cache=cache, fetcher=fetcher,
                   store=store,
-                  emit_event=emit_event, emit_record=emit_record, max_queue=cfg.audio.max_queue)
+                  emit_event=emit_event, emit_record=emit_record, max_queue=cfg.audio.max_queue, limits=limits)
     intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=trust, clock=clock,
                            clock_trust=clock_trust, limits=limits, max_message_bytes=cfg.trust.max_message_bytes,
                            dispatcher=onair, emit=emit_event)

@@ -115,14 +115,20 @@ enabled = false
         self.durations[fields["sha256"]] = seconds
         return {"content_id": name, **fields, "url": None}
 
-    def send(self, kind: str, body: dict, targets=None, *, valid_for: float = 3600, keys=None, **times) -> str:
-        now = self.clock.wall()
-        command = signing.build_command(kind, body, targets=targets or [self.node_id], issued_at=now,
+    def send(self, kind: str, body: dict, targets=None, *, valid_for: float = 3600, keys=None,
+             at: dt.datetime | None = None, **times) -> str:
+        """Sign (at `at`, default the node's wall clock) and deliver a command; returns its id."""
+        command = signing.build_command(kind, body, targets=targets or [self.node_id],
+                                        issued_at=at or self.clock.wall(),
                                         valid_for=dt.timedelta(seconds=valid_for), **times)
         envelope = signing.sign_command(command, keys if keys is not None else self.district.signing_keys(command))
+        self.last_envelope = envelope
+        self.deliver(envelope)
+        return command["id"]
+
+    def deliver(self, envelope: bytes) -> None:
         self.broker.deliver(f"spk/node/{self.node_id}/cmd", envelope)
         self.run(0)
-        return command["id"]
 
     def play(self, clip: dict, level: str = "normal", **kw) -> str:
         body = {**clip, "level": level, "volume": None, "start_at": kw.pop("start_at", None), "zones": None}

@@ -246,6 +246,9 @@ def test_signed_config_changes_whitelisted_settings_and_refuses_the_rest(node):
     refused = node.events("config_refused")
     assert [r["data"]["problems"][0].split(":")[0] for r in refused] == ["trust.file", "audio.default_volume"]
     assert node.cfg.audio.default_volume == 55
+    # A refused config does not use up its version: the corrected one is taken.
+    node.send("config", {"version": 2, "settings": {"audio.default_volume": 65}}, valid_for=86400)
+    assert node.events("config_applied")[-1]["data"]["version"] == 2 and node.cfg.audio.default_volume == 65
     node.send("config", {"version": 1, "settings": {"audio.default_volume": 10}}, valid_for=86400)
     assert node.events("rejected")[-1]["data"]["reason"] == "rollback"
 
@@ -284,3 +287,118 @@ def test_flood_of_forged_commands_is_rate_limited_into_a_bounded_number_of_event
     node.send("play", body, keys=[forger])
     last = node.events("rejected")[-1]
     assert last["data"]["suppressed"] == 480 and node.records() == []
+
+
+# --- regressions found in review --------------------------------------------------------------------
+
+def test_system_clock_days_ahead_does_not_make_the_node_forget_ids_it_must_still_refuse(node):
+    """No NTP, time from a signed beacon, and a system clock 3 days fast: ids of still-valid commands
+    are forgotten by the trusted floor, never by the raw clock, so a replay stays a replay."""
+    node.play(node.clip("a", 5), valid_for=6 * 3600)
+    captured = node.last_envelope
+    node.run(60)
+    real = node.clock.wall()
+    node.clock.ntp = False
+    node.clock.set_wall(real + dt.timedelta(days=3))
+    node.send("time", {"time": real.strftime("%Y-%m-%dT%H:%M:%SZ")}, at=real, valid_for=600)
+    assert node.events("accepted")[-1]["data"]["command"] == "time"
+    node.run(2 * 3600)                                  # hourly floor saves and pruning ran
+    node.deliver(captured)
+    assert node.events("rejected")[-1]["data"]["reason"] == "replayed"
+    assert [r["content_id"] for r in node.records()] == ["a"]
+
+
+def test_stop_by_content_id_signed_by_a_bulletin_key_cannot_cut_an_emergency(node):
+    node.play(node.clip("bao", 60), level="emergency")
+    node.run(5)
+    node.send("stop", {"content_id": "bao", "level": None, "all": False})   # bulletin key only
+    node.run(100)
+    assert [(r["content_id"], r["result"]) for r in node.records()] == [("bao", "completed")]
+
+
+def test_stop_all_cancels_a_bulletin_held_for_a_later_start_at(node):
+    later = node.clock.wall() + dt.timedelta(minutes=10)
+    node.play(node.clip("hen-gio", 5), start_at=later.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    node.send("stop", {"content_id": None, "level": None, "all": True})
+    node.run(20 * 60)
+    assert [(r["content_id"], r["result"], r["reason"]) for r in node.records()] == [
+        ("hen-gio", "skipped", "stop_command")]
+    assert node.relay_history() == []
+
+
+def test_synchronised_start_sounds_at_start_at_after_the_warm_up(node):
+    start = node.clock.wall().replace(microsecond=0) + dt.timedelta(seconds=30)
+    node.play(node.clip("dong-bo", 5), start_at=start.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    node.run(60)
+    [record] = node.records()
+    assert record["started_at"] == pytest.approx(start.timestamp(), abs=0.01)
+    amp_on = record["relays"][0]
+    assert amp_on[1:] == ["amplifier", True] and amp_on[0] <= start.timestamp() - 2.0  # warmed up in time
+
+
+def test_commands_journalled_before_a_power_cut_wait_for_trusted_time_then_play(tmp_path, district_ws):
+    node = VirtualNode(tmp_path, district_ws)
+    clip = node.clip("sau-mat-dien", 5)
+    node.play(node.clip("dang-phat", 60))
+    node.play(clip)                          # queued behind the first
+    node.run(10)
+    clock = node.clock
+    node.app.loop.stop()                     # power cut: no clean shutdown, nothing more is written
+    node.app.close()
+    clock.ntp = False                        # the Pi boots without NTP
+    again = VirtualNode(tmp_path, district_ws, clock=clock, state_dir=node.state_dir)
+    again.durations.update(node.durations)
+    try:
+        again.run(120)
+        assert again.player.played() == []  # no trusted time: nothing decided, nothing dropped
+        clock.ntp = True                     # NTP synchronised
+        again.run(200)
+        got = [(r["content_id"], r["result"]) for r in again.records()]
+        assert ("dang-phat", "failed") in got            # interrupted_by_restart
+        assert ("sau-mat-dien", "completed") in got and ("dang-phat", "completed") in got
+    finally:
+        again.close()
+
+
+def test_a_zone_this_cabinet_does_not_have_is_skipped_without_wedging_the_node(node):
+    clip = node.clip("cho", 5)
+    node.send("play", {**clip, "level": "normal", "volume": None, "start_at": None, "zones": ["market"]})
+    node.play(node.clip("sau", 5))
+    node.run(60)
+    assert [(r["content_id"], r["result"], r["reason"]) for r in node.records()] == [
+        ("cho", "skipped", "unknown_zone"), ("sau", "completed", None)]
+    assert not node.pin(AMP)
+
+
+def test_clip_gone_from_the_cache_at_play_time_fails_and_the_next_item_plays(node):
+    first, second = node.clip("dang", 20), node.clip("mat", 5)
+    node.play(first)
+    node.play(second)
+    node.run(5)
+    node.app.parts.onair.cache.path_for(second["sha256"]).unlink()   # evicted or corrupted meanwhile
+    node.play(node.clip("tiep", 6))   # (6 s: a 5 s clip would be the same bytes, re-filling the cache)
+    node.run(100)
+    got = [(r["content_id"], r["result"], r["reason"]) for r in node.records()]
+    assert got == [("dang", "completed", None), ("mat", "failed", "content_missing"), ("tiep", "completed", None)]
+    assert not node.pin(AMP)
+
+
+def test_live_relay_record_counts_the_whole_relay_across_a_reconnect(node):
+    node.send("live", {"url": "https://relay.example.vn/vov1", "max_duration": 300, "level": "normal",
+                       "volume": None, "grace": 30})
+    node.run(100)
+    node.player.drive_error(node.player.current_item, "stream_eof")
+    node.run(400)
+    [record] = node.records()
+    assert record["result"] == "completed" and record["seconds"] == pytest.approx(300 - 2, abs=1)
+
+
+def test_a_stopped_queued_live_relay_is_not_revived_by_a_restart(node):
+    node.play(node.clip("dai", 60), level="priority")
+    node.send("live", {"url": "https://relay.example.vn/vov1", "max_duration": 300, "level": "normal",
+                       "volume": None, "grace": 30})
+    live_id = node.send("stop", {"content_id": None, "level": "normal", "all": False}) and \
+        node.records()[0]["command_id"]
+    assert [(r["source"], r["result"]) for r in node.records()] == [("live", "skipped")]
+    journalled = [slot for slot, _ in node.app.store.journal_items("cmd:")]
+    assert f"cmd:{live_id}" not in journalled and len(journalled) == 1   # only the playing bulletin

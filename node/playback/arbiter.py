@@ -162,13 +162,16 @@ class Arbiter:
         return item, dropped
 
     def stop(self, now: float, *, content_id: str | None = None, level: Level | None = None,
-             all: bool = False) -> list[Dropped]:  # noqa: A002 (mirrors the stop command's field)
+             all: bool = False, spare: Level | None = None) -> list[Dropped]:  # noqa: A002
         """Stop matching items, queued and current. Matches item_id or content_id, or a whole level,
-        or everything. A Dropped with was_current=True means the loop must stop the player."""
+        or everything; items of level `spare` are never matched (a stop whose signer may not cancel
+        emergencies). A Dropped with was_current=True means the loop must stop the player."""
         if not (all or content_id or level):
             raise ValueError("stop needs content_id, level or all=True")
 
         def matches(item: QueueItem) -> bool:
+            if item.level is spare:
+                return False
             return all or item.level is level or (content_id is not None and content_id in
                                                  (item.content_id, item.item_id))
 

@@ -32,10 +32,10 @@ BUILD_FLOOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)  # no trusted tim
 
 class Dispatcher(Protocol):
     def on_play(self, command, envelope: bytes) -> None: ...
-    def on_stop(self, command) -> None: ...
+    def on_stop(self, command, roles: frozenset) -> None: ...
     def on_schedule(self, command, envelope: bytes) -> None: ...
     def on_live(self, command) -> None: ...
-    def on_config(self, command) -> None: ...
+    def on_config(self, command) -> bool: ...
 
 
 @dataclass
@@ -72,7 +72,9 @@ class TrustKeeper:
         new = verify_trust_update(envelope, current_trust=self.document, now_or_floor=now_or_floor)
         chain = self.store.get("trust_chain", [])
         chain.append([now_or_floor.isoformat(), base64.b64encode(envelope).decode()])
-        self.store.put("trust_chain", chain[-16:])  # rotation history beyond 16 links is never needed
+        # The whole chain: re-verification at start-up walks it from the provisioned root, and a root
+        # rotation anywhere in it is needed to verify every later link (a few kB per version).
+        self.store.put("trust_chain", chain)
         self.document = new
         return new
 
@@ -129,7 +131,7 @@ class CommandIntake:
             return self._rejected(topic, result)
         return self._accepted(topic, result, payload)
 
-    def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> Decision:
+    def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> Decision:  # noqa: C901
         command = accepted.command
         # Persist first: once the id is on disk, the same bytes can never be accepted again. Play and live
         # commands are journalled in the same transaction, so a power cut between "accepted" and
@@ -151,12 +153,13 @@ class CommandIntake:
             self.store.store_document("schedule", command.version, payload)
             self.dispatcher.on_schedule(command, payload)
         elif command.type == "config":
-            self.store.store_document("config", command.version, payload)
-            self.dispatcher.on_config(command)
+            # Only a config the node applied moves its version: a refused one can be corrected and resent.
+            if self.dispatcher.on_config(command):
+                self.store.store_document("config", command.version, payload)
         elif command.type == "play":
             self.dispatcher.on_play(command, payload)
         elif command.type == "stop":
-            self.dispatcher.on_stop(command)
+            self.dispatcher.on_stop(command, accepted.roles)
         elif command.type == "live":
             self.dispatcher.on_live(command)
         self.emit("accepted", {"command_id": command.id, "command": command.type, "level": command.level})

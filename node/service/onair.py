@@ -16,6 +16,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 
 from node.playback import schedule as sched
@@ -25,7 +26,7 @@ from node.playback.records import FAIL_AMP_FAULT, FAIL_RELAY_FEEDBACK, PlayRecor
 from node.playback.relays import InputChanged
 from node.playback.sequencer import RelaySequencer
 from node.service.fetcher import FetchDone, FetchJob
-from node.trust.commands import parse_command
+from node.trust.commands import DEFAULT_LIMITS, parse_command
 from node.trust.envelope import parse_envelope
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,14 @@ class Playing:
     started_mono: float | None = None
     started_wall: float | None = None
     amp_fault_seen: bool = False
+    failure: str | None = None      # why the current media could not start
     live_lost_since: float | None = None
     timers: list[int] = field(default_factory=list)
 
 
 class OnAir:
     def __init__(self, *, cfg, loop, clock, now_trusted, player, relays, inputs_state, cache, fetcher, store,
-                 emit_event, emit_record, max_queue: int):
+                 emit_event, emit_record, max_queue: int, limits=None):
         self.cfg, self.loop, self.clock, self.now_trusted = cfg, loop, clock, now_trusted
         self.player, self.relays, self.inputs_state = player, relays, inputs_state
         self.cache, self.fetcher, self.store = cache, fetcher, store
@@ -66,6 +68,10 @@ class OnAir:
         self.arbiter = Arbiter(max_queue)
         self.on: Playing | None = None
         self.waiting: dict[str, list[QueueItem]] = {}  # sha256 -> items waiting for their download
+        self.held: dict[str, tuple[int, QueueItem]] = {}  # item_id -> (timer, item) waiting for start_at
+        self.fetch_failures: dict[str, tuple[int, float]] = {}  # sha256 -> (failures, next retry, monotonic)
+        self.limits = limits
+        self._recovery_pending = False
         self.schedule: dict | None = None
         self.schedule_version = 0
         self.started_occurrences: set[str] = set()
@@ -93,13 +99,18 @@ class OnAir:
         self._recover_after_crash()
         stored = self.store.document("schedule")
         if stored:
-            self._load_schedule(stored[1])
+            try:
+                self._load_schedule(stored[1])
+            except Exception as exc:  # noqa: BLE001 - never let a stored document stop the node starting
+                log.error("stored schedule version %s not loaded: %s", stored[0], exc)
+                self.emit_event("schedule_unusable", {"version": stored[0], "detail": str(exc)[:200]})
         self._schedule_tick()
 
     def stop(self) -> None:
         """Shutdown: stop playback, record the interrupted item, relays off."""
         if self.on:
-            self._finish(PlayResult.STOPPED, "shutdown", advance=False)
+            # The command stays journalled: an emergency cut by an update or a reboot plays again.
+            self._finish(PlayResult.STOPPED, "shutdown", advance=False, keep_journal=True)
         self.player.stop()
         self._perform(self.sequencer.force_off(self.clock.monotonic()))
         if self.relays:
@@ -109,13 +120,24 @@ class OnAir:
     def on_play(self, command, envelope: bytes) -> None:
         body = command.body
         c = body.content
+        zones = None
+        if c.zones:
+            # A group command may name zones other clusters have: play on the ones this cabinet has.
+            known = self.relays.zone_names if self.relays else []
+            zones = [z for z in c.zones if z in known]
+            if not zones:
+                self.emit_event("unknown_zone", {"command_id": command.id, "zones": list(c.zones)})
+                zones = None if not known else []
         entry = {"content_id": c.content_id, "sha256": c.sha256, "length": c.length, "duration": c.duration,
-                 "codec": c.codec, "url": c.url, "volume": c.volume, "zones": list(c.zones) if c.zones else None}
+                 "codec": c.codec, "url": c.url, "volume": c.volume, "zones": zones}
         item = QueueItem(item_id=command.id, level=Level(body.level), source="command",
                          content={"kind": "clip", "entry": entry, "command_id": command.id,
                                   "start_at": body.start_at.timestamp() if body.start_at else None},
                          enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(command.expires),
                          duration=c.duration, resume_ok=False, content_id=c.content_id)
+        if zones == []:
+            self._record_skip(item, "unknown_zone")
+            return
         self._when_content_ready(item, entry)
 
     def on_live(self, command) -> None:
@@ -128,27 +150,42 @@ class OnAir:
                          duration=body.max_duration, resume_ok=False, content_id=f"live:{command.id}")
         self._offer(item)
 
-    def on_stop(self, command) -> None:
+    def on_stop(self, command, roles=frozenset({"emergency"})) -> None:
+        """Stop by content id, by level or all: queued, waiting for download, held for start_at, on air.
+        A stop signed without the emergency role (a bulletin key may stop by content id) never touches
+        an emergency: only the emergency keys can cancel what they started."""
         body = command.body
         now = self.clock.monotonic()
         level = Level(body.level) if body.level else None
+        spare = None if "emergency" in roles else Level.EMERGENCY
+
+        def matches(item: QueueItem) -> bool:
+            if item.level is spare:
+                return False
+            return bool(body.all) or item.level is level or body.content_id in (item.content_id, item.item_id)
+
         current_id = self.on.item.item_id if self.on else None
-        dropped = self.arbiter.stop(now, content_id=body.content_id, level=level, all=bool(body.all))
+        dropped = self.arbiter.stop(now, content_id=body.content_id, level=level, all=bool(body.all), spare=spare)
         for sha, items in list(self.waiting.items()):
-            keep = [i for i in items if not (body.all or i.level is level or body.content_id in (i.content_id,
-                                                                                                  i.item_id))]
-            for gone in set(items) - set(keep):
+            for gone in [i for i in items if matches(i)]:
                 self._record_skip(gone, "stop_command")
-            self.waiting[sha] = keep
+            self.waiting[sha] = [i for i in items if not matches(i)]
+        for item_id, (token, item) in list(self.held.items()):
+            if matches(item):
+                self.loop.cancel(token)
+                del self.held[item_id]
+                self._record_skip(item, "stop_command")
         for d in dropped:
             if d.was_current and self.on and self.on.item.item_id == current_id:
                 self.player.stop()
-                self._finish(PlayResult.STOPPED, "stop_command", arbiter_done=True)
+                self._finish(PlayResult.STOPPED, "stop_command", arbiter_done=True, advance=False)
+                if body.all:  # "stop everything" means silence now: no tail, no idle hold
+                    self._perform(self.sequencer.force_off(self.clock.monotonic()))
             else:
                 self._record_skip(d.item, d.reason)
         self._next_if_idle()
 
-    def on_config(self, command) -> None:
+    def on_config(self, command) -> bool:
         """Signed remote settings (whitelist in node.service.settings); taken whole or not at all."""
         from node.service import settings
 
@@ -157,18 +194,25 @@ class OnAir:
             log.warning("config %s refused: %s", command.body.version, "; ".join(problems))
             self.emit_event("config_refused", {"command_id": command.id, "version": command.body.version,
                                                "problems": problems[:10]})
-            return
+            return False
         later = settings.apply_live(self.cfg, self, self.health, applied)
         self.emit_event("config_applied", {"command_id": command.id, "version": command.body.version,
                                            "keys": sorted(applied), "after_restart": sorted(later)})
+        return True
 
     def on_schedule(self, command, envelope: bytes) -> None:
         self._load_schedule(envelope)
         self._schedule_tick()
 
+    def _parse(self, envelope: bytes):
+        """Re-read a stored, already verified envelope with the node's own limits."""
+        limits = self.limits or DEFAULT_LIMITS
+        payload = parse_envelope(envelope, max_bytes=limits.max_envelope_bytes,
+                                 max_signatures=limits.max_signatures).payload
+        return payload, parse_command(payload, limits)
+
     def _load_schedule(self, envelope: bytes) -> None:
-        payload = parse_envelope(envelope).payload
-        command = parse_command(payload)
+        payload, command = self._parse(envelope)
         self.schedule = json.loads(payload)["body"]
         self.schedule_version = command.version
         log.info("schedule version %d in force (%d slots)", self.schedule_version, len(self.schedule.get("slots", [])))
@@ -199,12 +243,18 @@ class OnAir:
             except Exception as exc:  # noqa: BLE001 - cache_full or disk errors: report, don't crash
                 ev = FetchDone(job, None, getattr(exc, "reason", "cache_error"), str(exc)[:200])
         if ev.path is None:
+            failures = self.fetch_failures.get(job.sha256, (0, 0.0))[0] + 1
+            # Prefetch retries back off (1 min, 2, 4 ... capped at 6 h, jittered): a broken link must not
+            # turn into an event a minute over paid mobile data.
+            delay = min(6 * 3600.0, 60.0 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+            self.fetch_failures[job.sha256] = (failures, self.clock.monotonic() + delay)
             log.warning("content %s not delivered: %s %s", job.content_id, ev.reason, ev.detail)
             self.emit_event("content_failed", {"content_id": job.content_id, "sha256": job.sha256,
                                                "reason": ev.reason, "detail": ev.detail or None})
             for item in items:
                 self._record_skip(item, ev.reason or "download_failed")
             return
+        self.fetch_failures.pop(job.sha256, None)
         for item in items:
             self._offer_or_hold(item)
 
@@ -216,9 +266,15 @@ class OnAir:
             at = self._mono_for(dt.datetime.fromtimestamp(start_at, dt.timezone.utc))
             lead = self.cfg.relays.warmup + 0.5
             if at is not None and at - lead > self.clock.monotonic():
-                self.loop.call_at(at - lead, lambda: self._offer(item))
+                token = self.loop.call_at(at - lead, lambda: self._release_held(item.item_id))
+                self.held[item.item_id] = (token, item)
                 return
         self._offer(item)
+
+    def _release_held(self, item_id: str) -> None:
+        held = self.held.pop(item_id, None)
+        if held:
+            self._offer(held[1])
 
     def _offer(self, item: QueueItem) -> None:
         now = self.clock.monotonic()
@@ -232,7 +288,7 @@ class OnAir:
                 self.player.stop()
                 self._finish(PlayResult.PREEMPTED, f"preempted by {item.level.value} {item.item_id}",
                              arbiter_done=True, advance=False)
-                if decision.preempted_fate == "drop" and cut.item.source == "command":
+                if decision.preempted_fate == "drop" and cut.item.content.get("command_id"):
                     self.store.journal_set(f"cmd:{cut.item.item_id}", None)
             self._begin(item)
         elif decision.action in (Action.REJECTED, Action.DROPPED) and decision.reason != "duplicate":
@@ -289,10 +345,13 @@ class OnAir:
         kind = on.item.content["kind"]
         if kind == "clip":
             on.entry = on.item.content["entry"]
-            self._play_entry(on.entry, offset=0.0)
+            if not self._play_entry(on.entry, offset=0.0):
+                self._finish(PlayResult.FAILED, on.failure or "content_missing")
         elif kind == "live":
             on.entry = {"content_id": on.item.content_id, "sha256": None, "url": on.item.content["url"]}
-            self._play_source(on.item.content["url"], on.item.content.get("volume"))
+            if not self._play_source(on.item.content["url"], on.item.content.get("volume")):
+                self._finish(PlayResult.FAILED, on.failure)
+                return
             until = self._mono_for(dt.datetime.fromtimestamp(on.item.content["until"], dt.timezone.utc))
             if until is not None:
                 on.timers.append(self.loop.call_at(until, lambda: self._end_live(on)))
@@ -304,21 +363,29 @@ class OnAir:
             self._slot_next_entry()
 
     def _play_entry(self, entry: dict, offset: float) -> bool:
+        """Start a cached clip; False (with on.failure set) when it cannot start."""
         path = self.cache.path_for(entry["sha256"])
         if path is None:
+            self.on.failure = "content_missing"
             self.emit_event("content_missing", {"content_id": entry["content_id"], "sha256": entry["sha256"]})
             return False
-        self._play_source(str(path), entry.get("volume"), offset)
-        return True
+        return self._play_source(str(path), entry.get("volume"), offset)
 
-    def _play_source(self, source: str, volume: int | None, offset: float = 0.0) -> None:
+    def _play_source(self, source: str, volume: int | None, offset: float = 0.0, *, retry: bool = False) -> bool:
         on = self.on
         on.play_id = f"{on.item.item_id}-{next(self._play_ids)}"
         volume = volume if volume is not None else on.item.content.get("volume")
-        on.started_mono, on.started_wall = None, None
+        if not retry:  # a live reconnect keeps the item's start: the record counts the whole relay
+            on.started_mono, on.started_wall = None, None
         on.amp_fault_seen = bool(self.inputs_state().get("amp_fault"))
-        self.player.play(source, volume=volume if volume is not None else self.cfg.audio.default_volume,
-                         item_id=on.play_id, start_at=offset)
+        try:
+            self.player.play(source, volume=volume if volume is not None else self.cfg.audio.default_volume,
+                             item_id=on.play_id, start_at=offset)
+        except Exception as exc:  # noqa: BLE001 - libVLC or sound-card trouble must not wedge the node
+            log.error("player could not start %s: %s", source, exc)
+            on.failure = f"player_error:{type(exc).__name__}"
+            return False
+        return True
 
     # --- player events ---------------------------------------------------------------------------
     def on_player_event(self, ev: PlayerEvent) -> None:
@@ -326,7 +393,8 @@ class OnAir:
         if on is None or ev.item_id != on.play_id:
             return  # a late event of media we already stopped
         if ev.kind == "playing":
-            on.started_mono, on.started_wall = self.clock.monotonic(), self._wall()
+            if on.started_mono is None:
+                on.started_mono, on.started_wall = self.clock.monotonic(), self._wall()
             on.live_lost_since = None
             return
         if ev.kind == "stopped":
@@ -353,8 +421,14 @@ class OnAir:
         return PlayResult.COMPLETED, None
 
     def on_input(self, ev: InputChanged) -> None:
+        """An amplifier fault while on air: nothing can sound, so stop, record it failed, and cut the
+        relays at once rather than drive a faulty amplifier through the tail and idle hold."""
         if ev.name == "amp_fault" and ev.active and self.on:
             self.on.amp_fault_seen = True
+            self.player.stop()
+            self._finish(PlayResult.FAILED, FAIL_AMP_FAULT, advance=False)
+            self._perform(self.sequencer.force_off(self.clock.monotonic()))
+            self._next_if_idle()
 
     # --- live relay ------------------------------------------------------------------------------
     def _live_dropped(self, on: Playing, ev: PlayerEvent) -> None:
@@ -368,8 +442,9 @@ class OnAir:
         on.timers.append(self.loop.call_later(LIVE_RETRY_S, lambda: self._live_retry(on)))
 
     def _live_retry(self, on: Playing) -> None:
-        if self.on is on:
-            self._play_source(on.item.content["url"], on.item.content.get("volume"))
+        if self.on is on and not self._play_source(on.item.content["url"], on.item.content.get("volume"),
+                                                   retry=True):
+            self._finish(PlayResult.FAILED, on.failure)
 
     def _end_live(self, on: Playing) -> None:
         if self.on is on:
@@ -381,6 +456,10 @@ class OnAir:
         """Start the slot that is on now; prefetch and pin what the next 24 h need; re-arm."""
         self.loop.cancel(self._sched_timer)
         now = self.now_trusted()
+        # Re-armed first: an exception below must not stop the schedule for good.
+        self._sched_timer = self.loop.call_later(self._seconds_to_next_check(now), self._schedule_tick)
+        if now is not None and self._recovery_pending:
+            self._recover_commands()
         if self.schedule and now is not None:
             try:
                 # Look warm-up seconds ahead, so that the programme's first second is heard.
@@ -393,7 +472,6 @@ class OnAir:
             if occ and occ.occurrence_id not in self.started_occurrences:
                 self.started_occurrences.add(occ.occurrence_id)
                 self._offer(self._slot_item(occ))
-        self._sched_timer = self.loop.call_later(self._seconds_to_next_check(now), self._schedule_tick)
 
     def _seconds_to_next_check(self, now: dt.datetime | None) -> float:
         """At the next occurrence start (one-off items start at any second), at most a minute away."""
@@ -417,7 +495,9 @@ class OnAir:
                                 now + PREFETCH_HORIZON):
             for entry in occ.playlist or ():
                 if entry["sha256"] in needed and not self.cache.has(entry["sha256"]) and entry.get("url"):
-                    self._fetch(entry)
+                    failed = self.fetch_failures.get(entry["sha256"])
+                    if failed is None or self.clock.monotonic() >= failed[1]:
+                        self._fetch(entry)
 
     def _slot_item(self, occ: sched.Occurrence) -> QueueItem:
         level = Level.PRIORITY if occ.level == "priority" else Level.SCHEDULED
@@ -454,7 +534,7 @@ class OnAir:
         entry = playlist[index]
         on.entry = dict(entry, volume=entry.get("volume", on.item.content.get("volume")), _index=index)
         if not self._play_entry(on.entry, offset):
-            self._write_record(on, PlayResult.SKIPPED, "content_missing")
+            self._write_record(on, PlayResult.SKIPPED, on.failure or "content_missing")
             # Nothing to play for this entry: look again when it would have ended.
             on.timers.append(self.loop.call_later(max(0.5, entry["duration"] - offset), self._slot_next_entry))
 
@@ -466,7 +546,7 @@ class OnAir:
 
     # --- finishing and records ---------------------------------------------------------------------
     def _finish(self, result: PlayResult | None, reason: str | None, *, arbiter_done: bool = False,
-                advance: bool = True) -> None:
+                advance: bool = True, keep_journal: bool = False) -> None:
         on = self.on
         if on is None:
             return
@@ -479,9 +559,8 @@ class OnAir:
                                      self.clock.monotonic())
         self.on = None
         self.store.journal_set("onair", None)
-        if on.item.source == "command" or on.item.content.get("command_id"):
-            if result is not PlayResult.PREEMPTED:
-                self.store.journal_set(f"cmd:{on.item.item_id}", None)
+        if on.item.content.get("command_id") and result is not PlayResult.PREEMPTED and not keep_journal:
+            self.store.journal_set(f"cmd:{on.item.item_id}", None)
         if advance:
             self._next_if_idle()
 
@@ -520,22 +599,24 @@ class OnAir:
             command_id=item.content.get("command_id"), slot_id=item.content.get("slot_id") and item.item_id,
             scheduled_at=item.content.get("start_at") or item.content.get("starts_at"),
             volume=entry.get("volume"), failure_reason=reason))
-        if item.source == "command":
+        if item.content.get("command_id"):
             self.store.journal_set(f"cmd:{item.item_id}", None)
 
     # --- relays ------------------------------------------------------------------------------------
     def _perform(self, actions: list[tuple]) -> None:
-        for action in actions:
-            if action[0] == "amp":
-                self._relay("amp", action[1])
-            elif action[0] == "zones":
-                self._relay("zones", action[2], action[1])
-            elif action[0] == "ready_to_play":
-                self._ready_to_play()
-        self.loop.cancel(self._seq_timer)
-        deadline = self.sequencer.next_deadline()
-        self._seq_timer = None if deadline is None else self.loop.call_at(
-            deadline, lambda: self._perform(self.sequencer.tick(self.clock.monotonic())))
+        try:
+            for action in actions:
+                if action[0] == "amp":
+                    self._relay("amp", action[1])
+                elif action[0] == "zones":
+                    self._relay("zones", action[2], action[1])
+                elif action[0] == "ready_to_play":
+                    self._ready_to_play()
+        finally:  # whatever failed above, the relay sequence must keep its timer (tail, idle hold, off)
+            self.loop.cancel(self._seq_timer)
+            deadline = self.sequencer.next_deadline()
+            self._seq_timer = None if deadline is None else self.loop.call_at(
+                deadline, lambda: self._perform(self.sequencer.tick(self.clock.monotonic())))
 
     def _relay(self, what: str, on: bool, names=None) -> None:
         if self.relays is None:
@@ -569,20 +650,35 @@ class OnAir:
                 started_at=interrupted.get("since"), failure_reason="interrupted_by_restart"))
             self.emit_event("interrupted", {"item": item.item_id})
             self.store.journal_set("onair", None)
+        self._recover_commands()
+
+    def _recover_commands(self) -> None:
+        """Accepted play/live commands that have not been recorded yet: offer them again if still valid.
+        Without trusted time (a Pi after a power cut, before NTP) nothing is decided: the rows wait."""
+        now = self.now_trusted()
+        self._recovery_pending = now is None
+        if now is None:
+            return
         for slot, data in self.store.journal_items("cmd:"):
             try:
                 envelope = base64.b64decode(data["envelope"])
-                command = parse_command(parse_envelope(envelope).payload)
+                _, command = self._parse(envelope)
             except Exception as exc:  # noqa: BLE001 - a damaged journal row must not block start-up
                 log.error("dropping unreadable journal entry %s: %s", slot, exc)
                 self.store.journal_set(slot, None)
                 continue
-            now = self.now_trusted()
-            if now is None or now >= command.expires:
+            if now >= command.expires:
+                self.emit_record(PlayRecord(
+                    content_id=getattr(command.body, "content", None) and command.body.content.content_id
+                    or f"live:{command.id}", sha256=None, level=command.level or "normal",
+                    source="command" if command.type == "play" else "live", result=PlayResult.SKIPPED,
+                    command_id=command.id, failure_reason="expired"))
                 self.store.journal_set(slot, None)
                 continue
-            (self.on_play if command.type == "play" else self.on_live)(command, *(
-                [envelope] if command.type == "play" else []))
+            if command.type == "play":
+                self.on_play(command, envelope)
+            else:
+                self.on_live(command)
 
     # --- status ------------------------------------------------------------------------------------
     def status(self) -> dict:

@@ -6,6 +6,7 @@ play records to the district exactly once (deleted only after the broker's PUBAC
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 
@@ -126,16 +127,20 @@ class NodeParts:
         self.loop.call_later(CLOCK_TICK_S, self._clock_tick)
 
     def _health_tick(self) -> None:
+        self.loop.call_later(HEALTH_TICK_S, self._health_tick)  # first: an error below must not stop it
         if self.app.link.connected:
             self.health.tick()
-        self.loop.call_later(HEALTH_TICK_S, self._health_tick)
 
     def _clock_tick(self) -> None:
+        self.loop.call_later(CLOCK_TICK_S, self._clock_tick)
         self.intake.observe_clock()
-        self.store.forget_expired(self.clock.wall().timestamp())
         if self.clock.monotonic() - self._last_floor_save >= FLOOR_SAVE_S:
             self._save_floor()
-        self.loop.call_later(CLOCK_TICK_S, self._clock_tick)
+        # Seen ids are forgotten by the *saved* floor, never by the raw system clock: a Pi whose clock
+        # runs days ahead must not forget ids of commands that are still valid (and could be replayed).
+        saved = self.store.get("time_floor")
+        if saved:
+            self.store.forget_expired(dt.datetime.fromisoformat(saved).timestamp())
 
     def _save_floor(self) -> None:
         self._last_floor_save = self.clock.monotonic()
