@@ -237,3 +237,41 @@ def test_replayed_command_is_rejected_after_a_restart(district, district_ws, bro
     finally:
         node.terminate()
         node.close()
+
+
+def test_emergency_preempting_a_scheduled_programme_shows_in_the_wav_files_and_both_records(
+        district, district_ws, broker, tmp_path, python_exe):
+    import datetime as dt
+
+    sim, content, watcher = district
+    node = start_node(tmp_path, district_ws, broker, python_exe)
+    try:
+        online(watcher)
+        music = tone(tmp_path / "nhac.wav", 8)
+        entry = {k: v for k, v in sim.play_body(music, content.publish(music), content_id="nhac").items()
+                 if k in ("content_id", "sha256", "length", "duration", "codec", "url")}
+        start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
+        sim.send("schedule", {"version": 1, "timezone": "Asia/Ho_Chi_Minh", "slots": [], "once": [
+            {"id": "sang", "at": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 30, "level": "normal",
+             "volume": None, "playlist": [entry]}]}, [NODE])
+        watcher.find(lambda t, o: t.endswith(f"{NODE}/delta") and (o.get("play") or {}).get("item") == "nhac", 20)
+        time.sleep(1.5)
+        alarm = tone(tmp_path / "khan.wav", 2)
+        sim.send("play", sim.play_body(alarm, content.publish(alarm), level="emergency", content_id="khan"), [NODE])
+        cut = record_for(watcher, "nhac")
+        done = record_for(watcher, "khan")
+        _, resumed = watcher.find(lambda t, o: t.endswith(f"{NODE}/events") and o.get("kind") == "play"
+                                  and o["content_id"] == "nhac" and o["id"] != cut["id"], 30)
+        assert (cut["result"], done["result"], resumed["result"]) == ("preempted", "completed", "completed")
+        wavs = sorted((tmp_path / "state" / "wav").glob("*.wav"), key=lambda p: p.stat().st_mtime)
+        seconds = []
+        for path in wavs:
+            with wave.open(str(path)) as w:
+                seconds.append(w.getnframes() / w.getframerate())
+        # Three outputs in order: the programme cut short, the whole emergency, the programme's rest.
+        assert len(seconds) == 3
+        assert seconds[0] < 6.5 and seconds[1] == pytest.approx(2, abs=0.3) and seconds[2] < 8 - 2
+        assert wavs[1].name.startswith(done["command_id"])
+    finally:
+        node.terminate()
+        node.close()
