@@ -125,15 +125,24 @@ class HealthService:
         self.poller: ModemPoller | None = None
         self.power_cycle, self.reboot = power_cycle, reboot
         self.broker_connected = False
+        self._cert_cache: tuple[int | None, float] | None = None
 
     # --- readings ----------------------------------------------------------------------------------
     def readings(self) -> dict:
-        data = system.read_system(data_path=self.cfg.storage.state_dir, cert_path=self.cfg.broker.cert_file)
+        data = system.read_system(data_path=self.cfg.storage.state_dir, cert_path=None)
+        data["cert_d"] = self._cert_days()
         data.update(self.collect())
         data["ver"] = __version__
         data["net"] = dict(self.net)
         data["inputs"] = dict(self.inputs)
         return data
+
+    def _cert_days(self) -> int | None:
+        """Days to certificate expiry, parsed once an hour (not on every heartbeat tick)."""
+        now = self.clock.monotonic()
+        if self._cert_cache is None or now - self._cert_cache[1] >= 3600:
+            self._cert_cache = (system.cert_days_left(self.cfg.broker.cert_file), now)
+        return self._cert_cache[0]
 
     def snapshot(self) -> dict:
         return self.heartbeat.on_connect(self.clock.wall().timestamp(), self.readings())
