@@ -148,6 +148,21 @@ enabled = false
     def relay_history(self) -> list[tuple[float, str, bool]]:
         return list(self.app.parts.relays.history)
 
+    def set_input(self, name: str, active: bool, timeout: float = 2.0) -> None:
+        """Drive a cabinet input and wait (real time) until the node's loop has seen the debounced change:
+        gpiozero and the debouncer run on their own threads, not on virtual time."""
+        import time
+
+        spec = getattr(self.cfg.inputs, name)
+        pin = self.pins.pin(spec.pin)
+        pin.drive_high() if active == spec.active_high else pin.drive_low()
+        deadline = time.monotonic() + timeout
+        while self.app.parts.health.inputs.get(name) != active:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"input {name} never became {active}")
+            time.sleep(0.005)
+            self.run(0)
+
     def pin(self, number: int) -> bool:
         return bool(self.pins.pin(number).state)
 

@@ -197,9 +197,9 @@ def test_content_missing_at_slot_time_is_an_event_and_a_skipped_record(node):
 def test_amplifier_fault_during_play_is_failed_to_sound_and_latched_until_a_good_play(node):
     node.play(node.clip("a", 20))
     node.run(5)
-    node.pins.pin(13).drive_low()      # amp_fault is active-low
+    node.set_input("amp_fault", True)
     node.run(1)
-    node.pins.pin(13).drive_high()
+    node.set_input("amp_fault", False)
     node.run(60)
     [failed] = node.records()
     assert failed["result"] == "failed" and failed["reason"] == "amp_fault"

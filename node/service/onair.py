@@ -11,28 +11,23 @@ slot times) are converted with the *trusted* wall time, never the raw system clo
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import itertools
-import json
 import logging
 import random
 from dataclasses import dataclass, field
 
-from node.playback import schedule as sched
 from node.playback.arbiter import Action, Arbiter, Level, QueueItem
 from node.playback.player import PlayerEvent
-from node.playback.records import FAIL_AMP_FAULT, FAIL_RELAY_FEEDBACK, PlayRecord, PlayResult
+from node.playback.records import FAIL_AMP_FAULT, FAIL_RELAY_FEEDBACK, PlayResult
 from node.playback.relays import InputChanged
 from node.playback.sequencer import RelaySequencer
 from node.service.fetcher import FetchDone, FetchJob
-from node.trust.commands import DEFAULT_LIMITS, parse_command
-from node.trust.envelope import parse_envelope
+from node.service.programme import ProgrammeMixin
+from node.service.recorder import RECORD_LEVEL, RecordsMixin
 
 log = logging.getLogger(__name__)
 
-RECORD_LEVEL = {Level.EMERGENCY: "emergency", Level.PRIORITY: "priority", Level.NORMAL: "normal",
-                Level.SCHEDULED: "normal", Level.TEST: "normal"}
 # Relay sequencer phase -> "play.state" of the heartbeat (node/schemas/status.json).
 PHASE_STATE = {"off": "idle", "waiting": "warming", "warming": "warming", "playing": "playing", "tail": "tail",
                "hold": "idle"}
@@ -56,7 +51,7 @@ class Playing:
     timers: list[int] = field(default_factory=list)
 
 
-class OnAir:
+class OnAir(ProgrammeMixin, RecordsMixin):
     def __init__(self, *, cfg, loop, clock, now_trusted, player, relays, inputs_state, cache, fetcher, store,
                  emit_event, emit_record, max_queue: int, limits=None):
         self.cfg, self.loop, self.clock, self.now_trusted = cfg, loop, clock, now_trusted
@@ -199,23 +194,6 @@ class OnAir:
         self.emit_event("config_applied", {"command_id": command.id, "version": command.body.version,
                                            "keys": sorted(applied), "after_restart": sorted(later)})
         return True
-
-    def on_schedule(self, command, envelope: bytes) -> None:
-        self._load_schedule(envelope)
-        self._schedule_tick()
-
-    def _parse(self, envelope: bytes):
-        """Re-read a stored, already verified envelope with the node's own limits."""
-        limits = self.limits or DEFAULT_LIMITS
-        payload = parse_envelope(envelope, max_bytes=limits.max_envelope_bytes,
-                                 max_signatures=limits.max_signatures).payload
-        return payload, parse_command(payload, limits)
-
-    def _load_schedule(self, envelope: bytes) -> None:
-        payload, command = self._parse(envelope)
-        self.schedule = json.loads(payload)["body"]
-        self.schedule_version = command.version
-        log.info("schedule version %d in force (%d slots)", self.schedule_version, len(self.schedule.get("slots", [])))
 
     # --- content ---------------------------------------------------------------------------------
     def _when_content_ready(self, item: QueueItem, entry: dict) -> None:
@@ -451,99 +429,6 @@ class OnAir:
             self.player.stop()
             self._finish(PlayResult.COMPLETED, None)
 
-    # --- schedule --------------------------------------------------------------------------------
-    def _schedule_tick(self) -> None:
-        """Start the slot that is on now; prefetch and pin what the next 24 h need; re-arm."""
-        self.loop.cancel(self._sched_timer)
-        now = self.now_trusted()
-        # Re-armed first: an exception below must not stop the schedule for good.
-        self._sched_timer = self.loop.call_later(self._seconds_to_next_check(now), self._schedule_tick)
-        if now is not None and self._recovery_pending:
-            self._recover_commands()
-        if self.schedule and now is not None:
-            try:
-                # Look warm-up seconds ahead, so that the programme's first second is heard.
-                lead = dt.timedelta(seconds=self.cfg.relays.warmup)
-                occ = sched.active_at(self.schedule, self.cfg.node.timezone, now + lead)
-                self._prefetch(now)
-            except Exception as exc:  # noqa: BLE001 - a bad schedule must not stop the node
-                log.error("schedule: %s", exc)
-                occ = None
-            if occ and occ.occurrence_id not in self.started_occurrences:
-                self.started_occurrences.add(occ.occurrence_id)
-                self._offer(self._slot_item(occ))
-
-    def _seconds_to_next_check(self, now: dt.datetime | None) -> float:
-        """At the next occurrence start (one-off items start at any second), at most a minute away."""
-        if now is None:
-            return 10.0  # no trusted time yet: nothing may start; look again soon
-        delay = 60.0
-        try:
-            lead = dt.timedelta(seconds=self.cfg.relays.warmup)
-            upcoming = sched.expand(self.schedule, self.cfg.node.timezone, now + lead + dt.timedelta(milliseconds=1),
-                                    now + lead + dt.timedelta(seconds=60)) if self.schedule else []
-        except Exception:  # noqa: BLE001 - reported by the tick itself
-            upcoming = []
-        if upcoming:
-            delay = (upcoming[0].starts_at - now).total_seconds() - self.cfg.relays.warmup
-        return max(0.005, delay)
-
-    def _prefetch(self, now: dt.datetime) -> None:
-        needed = sched.needed_content(self.schedule, self.cfg.node.timezone, now, PREFETCH_HORIZON)
-        self.cache.set_pinned(needed)
-        for occ in sched.expand(self.schedule, self.cfg.node.timezone, now - dt.timedelta(hours=1),
-                                now + PREFETCH_HORIZON):
-            for entry in occ.playlist or ():
-                if entry["sha256"] in needed and not self.cache.has(entry["sha256"]) and entry.get("url"):
-                    failed = self.fetch_failures.get(entry["sha256"])
-                    if failed is None or self.clock.monotonic() >= failed[1]:
-                        self._fetch(entry)
-
-    def _slot_item(self, occ: sched.Occurrence) -> QueueItem:
-        level = Level.PRIORITY if occ.level == "priority" else Level.SCHEDULED
-        return QueueItem(
-            item_id=occ.occurrence_id, level=level, source="live" if occ.live else "schedule",
-            content={"kind": "live" if occ.live else "slot", "slot_id": occ.slot_id,
-                     "starts_at": occ.starts_at.timestamp(), "ends_at": occ.ends_at.timestamp(),
-                     "volume": occ.volume, "playlist": list(occ.playlist or []),
-                     "url": (occ.live or {}).get("url"), "grace": 30, "until": occ.ends_at.timestamp()},
-            enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(occ.ends_at),
-            duration=(occ.ends_at - occ.starts_at).total_seconds(), content_id=occ.slot_id)
-
-    def _occurrence(self, content: dict) -> sched.Occurrence:
-        return sched.Occurrence(content["slot_id"], dt.datetime.fromtimestamp(content["starts_at"], dt.timezone.utc),
-                                dt.datetime.fromtimestamp(content["ends_at"], dt.timezone.utc), "normal",
-                                content.get("volume"), tuple(content["playlist"]), None)
-
-    def _slot_next_entry(self) -> None:
-        """Play the playlist entry that should be on at this wall-clock moment (radio-style: after a
-        preemption or a restart the programme continues where it would be, not where it stopped)."""
-        on = self.on
-        now = self.now_trusted()
-        playlist = on.item.content["playlist"]
-        position = sched.playlist_position(self._occurrence(on.item.content), now) if now else None
-        last = on.entry.get("_index") if on.entry else None
-        if last is not None and (position is None or position[0] <= last):
-            # The entry ended a little before its signed duration: go on with the next one, never
-            # replay the tail of the one that just finished.
-            position = (last + 1, 0.0) if last + 1 < len(playlist) and position is not None else None
-        if position is None:
-            self._finish(None, None)  # playlist done: the slot item ends (its entries are recorded)
-            return
-        index, offset = position
-        entry = playlist[index]
-        on.entry = dict(entry, volume=entry.get("volume", on.item.content.get("volume")), _index=index)
-        if not self._play_entry(on.entry, offset):
-            self._write_record(on, PlayResult.SKIPPED, on.failure or "content_missing")
-            # Nothing to play for this entry: look again when it would have ended.
-            on.timers.append(self.loop.call_later(max(0.5, entry["duration"] - offset), self._slot_next_entry))
-
-    def _end_slot(self, on: Playing) -> None:
-        if self.on is on:
-            self.player.stop()
-            sounding = on.started_mono is not None
-            self._finish(PlayResult.STOPPED if sounding else None, "slot_end" if sounding else None)
-
     # --- finishing and records ---------------------------------------------------------------------
     def _finish(self, result: PlayResult | None, reason: str | None, *, arbiter_done: bool = False,
                 advance: bool = True, keep_journal: bool = False) -> None:
@@ -563,44 +448,6 @@ class OnAir:
             self.store.journal_set(f"cmd:{on.item.item_id}", None)
         if advance:
             self._next_if_idle()
-
-    def _write_record(self, on: Playing, result: PlayResult, reason: str | None) -> None:
-        entry = on.entry or on.item.content.get("entry") or {}
-        now_wall = self._wall()
-        seconds = 0.0
-        if on.started_mono is not None:
-            seconds = max(0.0, self.clock.monotonic() - on.started_mono)
-        if result is PlayResult.COMPLETED and on.started_mono is None:
-            result, reason = PlayResult.FAILED, "no_audio"
-        record = PlayRecord(
-            content_id=entry.get("content_id") or on.item.content_id, sha256=entry.get("sha256"),
-            level=RECORD_LEVEL[on.item.level], source=on.item.source, result=result,
-            command_id=on.item.content.get("command_id"), slot_id=on.item.content.get("slot_id") and on.item.item_id,
-            scheduled_at=on.item.content.get("start_at") or on.item.content.get("starts_at"),
-            started_at=on.started_wall, ended_at=now_wall if on.started_wall else None,
-            seconds_played=round(seconds, 3), volume=entry.get("volume") or self.cfg.audio.default_volume,
-            relays=[(round(t, 3), name, state) for t, name, state in self.relay_log
-                    if on.started_wall is None or t >= on.started_wall - self.cfg.relays.warmup - 1],
-            failure_reason=reason)
-        if result is PlayResult.FAILED:
-            self.failed_to_sound = reason
-            self.emit_event("failed_to_sound", {"content_id": record.content_id, "reason": reason})
-        elif result is PlayResult.COMPLETED:
-            self.failed_to_sound = None
-        self.emit_record(record)
-        self.relay_log = self.relay_log[-32:]
-        on.started_mono = on.started_wall = None
-
-    def _record_skip(self, item: QueueItem, reason: str) -> None:
-        entry = item.content.get("entry") or {}
-        self.emit_record(PlayRecord(
-            content_id=entry.get("content_id") or item.content_id, sha256=entry.get("sha256"),
-            level=RECORD_LEVEL[item.level], source=item.source, result=PlayResult.SKIPPED,
-            command_id=item.content.get("command_id"), slot_id=item.content.get("slot_id") and item.item_id,
-            scheduled_at=item.content.get("start_at") or item.content.get("starts_at"),
-            volume=entry.get("volume"), failure_reason=reason))
-        if item.content.get("command_id"):
-            self.store.journal_set(f"cmd:{item.item_id}", None)
 
     # --- relays ------------------------------------------------------------------------------------
     def _perform(self, actions: list[tuple]) -> None:
@@ -633,52 +480,6 @@ class OnAir:
             if before.get(name) != state:
                 self.relay_log.append((wall, name, state))
         self.changed()
-
-    # --- crash recovery --------------------------------------------------------------------------
-    def _recover_after_crash(self) -> None:
-        """After kill -9 or a power cut: record the interrupted item, then re-offer accepted commands
-        that have not played yet (and are still valid)."""
-        interrupted = self.store.journal_get("onair")
-        if interrupted:
-            item = QueueItem.from_dict(interrupted["item"])
-            entry = item.content.get("entry") or {}
-            self.emit_record(PlayRecord(
-                content_id=entry.get("content_id") or item.content_id, sha256=entry.get("sha256"),
-                level=RECORD_LEVEL[item.level], source=item.source, result=PlayResult.FAILED,
-                command_id=item.content.get("command_id"), slot_id=item.content.get("slot_id") and item.item_id,
-                scheduled_at=item.content.get("start_at") or item.content.get("starts_at"),
-                started_at=interrupted.get("since"), failure_reason="interrupted_by_restart"))
-            self.emit_event("interrupted", {"item": item.item_id})
-            self.store.journal_set("onair", None)
-        self._recover_commands()
-
-    def _recover_commands(self) -> None:
-        """Accepted play/live commands that have not been recorded yet: offer them again if still valid.
-        Without trusted time (a Pi after a power cut, before NTP) nothing is decided: the rows wait."""
-        now = self.now_trusted()
-        self._recovery_pending = now is None
-        if now is None:
-            return
-        for slot, data in self.store.journal_items("cmd:"):
-            try:
-                envelope = base64.b64decode(data["envelope"])
-                _, command = self._parse(envelope)
-            except Exception as exc:  # noqa: BLE001 - a damaged journal row must not block start-up
-                log.error("dropping unreadable journal entry %s: %s", slot, exc)
-                self.store.journal_set(slot, None)
-                continue
-            if now >= command.expires:
-                self.emit_record(PlayRecord(
-                    content_id=getattr(command.body, "content", None) and command.body.content.content_id
-                    or f"live:{command.id}", sha256=None, level=command.level or "normal",
-                    source="command" if command.type == "play" else "live", result=PlayResult.SKIPPED,
-                    command_id=command.id, failure_reason="expired"))
-                self.store.journal_set(slot, None)
-                continue
-            if command.type == "play":
-                self.on_play(command, envelope)
-            else:
-                self.on_live(command)
 
     # --- status ------------------------------------------------------------------------------------
     def status(self) -> dict:

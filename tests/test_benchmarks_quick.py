@@ -1,0 +1,58 @@
+"""The benchmark scripts still run end to end (`--quick`, CI size) and print a table with numbers.
+
+No timing is asserted here: the numbers are for BENCHMARKS.md, not for pass/fail. What is proved is that
+each script drives the real district-in-a-box to the end, exits 0 and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ["bench_startup.py", "bench_latency.py", "bench_sync_start.py", "bench_traffic.py",
+           "bench_resources.py"]
+NUMBER_ROW = re.compile(r"^\|(?!\s*-).*\d")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that name `text` (the benchmark's temporary directory)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_quick_run_prints_a_table_of_numbers(script):
+    # A short private TMPDIR: simulated nodes bind Unix sockets under it (sun_path is 108 bytes at most),
+    # and any process still naming it afterwards was left running by the benchmark.
+    tmp = tempfile.mkdtemp(prefix="bq-")
+    try:
+        env = dict(os.environ, TMPDIR=tmp, PYTHONUNBUFFERED="1")
+        result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=580)
+        leftovers = _processes_mentioning(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = result.stdout
+    assert result.returncode == 0, f"{script} exited {result.returncode}:\n{out}\n{result.stderr[-3000:]}"
+    assert f"benchmarks/{script} --quick" in out, "the snippet must show the command that produced it"
+    rows = [line for line in out.splitlines() if NUMBER_ROW.match(line)]
+    assert rows, f"no table row with numbers in:\n{out}"
+    assert not re.search(r"\bnan\b", " ".join(rows), re.IGNORECASE), f"a measurement is missing:\n{out}"
+    assert leftovers == [], f"a benchmark left processes running: {leftovers}"
