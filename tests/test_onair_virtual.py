@@ -402,3 +402,40 @@ def test_a_stopped_queued_live_relay_is_not_revived_by_a_restart(node):
     assert [(r["source"], r["result"]) for r in node.records()] == [("live", "skipped")]
     journalled = [slot for slot, _ in node.app.store.journal_items("cmd:")]
     assert f"cmd:{live_id}" not in journalled and len(journalled) == 1   # only the playing bulletin
+
+
+def test_trust_update_over_mqtt_revokes_a_key_and_survives_a_restart(tmp_path, district_ws):
+    """The district revokes its bulletin key with a root-signed trust document sent over MQTT: the node
+    takes it, refuses the revoked key from then on, keeps it across a restart, and never goes back."""
+    import shutil
+
+    from provisioning.district.workspace import Workspace, bump_trust
+
+    ws = tmp_path / "district"
+    shutil.copytree(district_ws, ws)                   # a private copy: this test changes trust.json
+    (tmp_path / "a").mkdir()
+    node = VirtualNode(tmp_path / "a", ws)
+    try:
+        old_bulletin = Workspace.load(ws).key("bulletin")
+        v1 = (ws / "trust.json").read_bytes()
+        v2 = bump_trust(ws, revoke=["bulletin"], add_keys={"bulletin-2": ["bulletin", "live"]})
+        node.deliver(v2)
+        assert node.events("trust_updated")[-1]["data"]["version"] == 2
+        clip = node.clip("x", 5)
+        node.district = Workspace.load(ws)                 # the district now signs with bulletin-2
+        node.play(clip, keys=[old_bulletin])
+        assert node.events("rejected")[-1]["data"]["reason"] == "revoked_key"
+        node.deliver(v1)                                   # an older trust document: never
+        assert node.events("rejected")[-1]["data"]["reason"] in ("rollback", "duplicate", "root_threshold_not_met")
+        clock, state = node.clock, node.state_dir
+        node.close()
+        (ws / "trust.json").write_bytes(v1)     # the SD card still holds the provisioned version 1
+        node = VirtualNode(tmp_path / "a", ws, clock=clock, state_dir=state)   # v2 comes from the stored chain
+        assert node.app.parts.intake.trust.document.version == 2
+        node.play(clip, keys=[old_bulletin])
+        assert node.events("rejected")[-1]["data"]["reason"] == "revoked_key"
+        node.play(node.clip("y", 5), keys=[Workspace.load(ws).key("bulletin-2")])
+        node.run(30)
+        assert [r["content_id"] for r in node.records()] == ["y"]
+    finally:
+        node.close()
