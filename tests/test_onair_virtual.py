@@ -439,3 +439,19 @@ def test_trust_update_over_mqtt_revokes_a_key_and_survives_a_restart(tmp_path, d
         assert [r["content_id"] for r in node.records()] == ["y"]
     finally:
         node.close()
+
+
+def test_connecting_right_after_start_is_not_reported_as_a_restored_outage(node):
+    """At start the modem is polled before the broker connects; that first second must not turn into
+    a 'link_restored' report a minute later (SD writes and mobile data for nothing)."""
+    from node.service.health import ModemReading
+
+    health = node.app.parts.health
+    health.on_broker(False)
+    node.app.loop.post(ModemReading(None, "starting"))
+    node.run(0.2)
+    health.on_broker(True)
+    node.run(60)
+    node.app.loop.post(ModemReading({"registration": "home", "sim": "ready"}))
+    node.run(1)
+    assert node.events("link_restored") == []

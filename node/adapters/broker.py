@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -196,6 +197,12 @@ class MqttBroker:
             client.disconnect()
             return
         self.backoff.reset()
+        sock = client.socket()
+        if sock is not None:
+            try:  # commands and PUBACKs are small: never hold them back for Nagle's algorithm
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         if self.subscriptions:
             client.subscribe([(t, q) for t, q in self.subscriptions])
         self.connected.set()

@@ -6,6 +6,7 @@ recovery ladder (pure) runs on the loop thread and its actions go back to the po
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -184,6 +185,15 @@ class HealthService:
         self.emit_event("input_changed", {"input": ev.name, "active": ev.active})
 
     # --- modem -------------------------------------------------------------------------------------
+    def on_broker(self, connected: bool) -> None:
+        """The broker link changed: tell the ladder now, not at the next modem poll (a minute later),
+        so a connection made right after start-up is not reported as a restored outage."""
+        self.broker_connected = connected
+        registered = (self.modem_status or {}).get("registration") in ("home", "roaming")
+        self.ladder.observe(self.clock.monotonic(), registered, connected)
+        for event in self.ladder.take_events():
+            self.emit_event(event.pop("type", "link_restored"), event)
+
     def on_modem(self, ev: ModemReading) -> tuple[str | None, object]:
         """Returns (ladder action or None, cellular network time or None)."""
         self.modem_status = ev.status
@@ -199,6 +209,10 @@ class HealthService:
         if action:
             self.perform_ladder(action)
         cellular = network_time_bound(ev.status) if ev.status else None
+        if cellular is not None:
+            # The modem reports whole seconds: on average its clock is half a second ahead of the
+            # truncated value it printed.
+            cellular += dt.timedelta(seconds=0.5)
         return action, cellular
 
     def perform_ladder(self, action: str) -> None:

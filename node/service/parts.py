@@ -167,12 +167,12 @@ class NodeParts:
         return self.health.snapshot()
 
     def on_connected(self, app, down_for: float) -> None:
-        self.health.broker_connected = True
+        self.health.on_broker(True)
         self.pump.on_connect()
         self.pump.pump()
 
     def on_disconnected(self, app) -> None:
-        self.health.broker_connected = False
+        self.health.on_broker(False)
         self.pump.on_disconnect()
 
     def on_message(self, app, ev: MessageReceived) -> None:
