@@ -40,8 +40,12 @@ class Timeline:
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
             [("spk/node/+/status", 1), ("spk/node/+/events", 1), ("spk/node/+/delta", 0)])
         self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         self.client.connect(host, int(port), keepalive=30)
         self.client.loop_start()
+        if not subscribed.wait(15):  # nothing the nodes say may be missed: wait for the SUBACK
+            raise RuntimeError(f"the district could not subscribe on {broker_address}")
 
     def say(self, text: str) -> None:
         with self._print_lock:

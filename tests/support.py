@@ -69,12 +69,14 @@ class Probe:
         self.messages: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
         self.seen: list[tuple[str, bytes, bool]] = []
         self.connack = threading.Event()
+        self.subscribed = threading.Event()
         self.reason = None
         self.acks: set[int] = set()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.client.tls_set_context(ctx)
         self._subscribe = list(subscribe)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.on_publish = lambda c, u, mid, rc, p: self.acks.add(mid)
         self.broker = broker
@@ -83,12 +85,14 @@ class Probe:
             self.client.loop_start()
             if not self.connack.wait(10):
                 raise TimeoutError("no CONNACK")
+            # Messages published before the broker's SUBACK would be missed: wait for it.
+            if self._subscribe and not self.reason.is_failure and not self.subscribed.wait(10):
+                raise TimeoutError("no SUBACK")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self.reason = reason_code
         if not reason_code.is_failure and self._subscribe:
             client.subscribe([(t, 1) for t in self._subscribe])
-            time.sleep(0.1)
         self.connack.set()
 
     def _on_message(self, client, userdata, msg):
