@@ -61,60 +61,12 @@ def verdict(ok: bool) -> str:
 
 # --- node configuration ----------------------------------------------------------------------------
 def node_toml(node_dir: Path, node_id: str, groups: list[str], servers: list[str], state_dir: Path, *,
-              keepalive: int = 60, warmup: float = 0.3, tail: float = 0.2, idle_hold: float = 2.0,
-              min_off: float = 0.5, modem: bool = True, modem_poll: float = 60.0,
-              heartbeat_full: float = 900.0, delta_min_interval: float = 5.0, ntp_file: Path | None = None,
-              runtime_dir: Path | None = None) -> str:
-    """A simulated node's node.toml (like provisioning.district.box.simulated_node_toml, with every
-    knob the benchmarks turn). ntp_file: a file whose existence means "NTP synchronised"."""
-    clock = f'[clock]\nntp_sync_file = "{ntp_file}"\n' if ntp_file else ""
-    runtime = f'runtime_dir = "{runtime_dir}"\n' if runtime_dir else ""
-    return f"""# benchmark node {node_id}
-[node]
-id = "{node_id}"
-groups = {json.dumps(groups)}
-simulate = true
+              modem_poll: float = 60.0, **knobs) -> str:
+    """A benchmark node's node.toml: the demo's simulated node template with the knobs turned."""
+    from provisioning.district.box import simulated_node_toml
 
-[broker]
-servers = {json.dumps(servers)}
-ca_file = "{node_dir / 'ca.crt'}"
-cert_file = "{node_dir / 'node.crt'}"
-key_file = "{node_dir / 'node.key'}"
-keepalive = {keepalive}
-reconnect_min = "0.2s"
-reconnect_max = "5s"
-
-[trust]
-file = "{node_dir / 'trust.json'}"
-
-[storage]
-state_dir = "{state_dir}"
-{runtime}
-[audio]
-output = "wav"
-
-[relays]
-amplifier = {{ pin = 17, active_high = true }}
-zones = [ {{ name = "main", pin = 27, active_high = true }} ]
-warmup = {warmup}
-tail = {tail}
-idle_hold = {idle_hold}
-min_off = {min_off}
-
-[inputs]
-door = {{ pin = 5, active_high = false }}
-mains = {{ pin = 6, active_high = true }}
-amp_fault = {{ pin = 13, active_high = false }}
-
-[modem]
-enabled = {str(modem).lower()}
-port = "sim"
-poll_interval = {modem_poll}
-
-[health]
-heartbeat_full = {heartbeat_full}
-delta_min_interval = {delta_min_interval}
-{clock}"""
+    return simulated_node_toml(node_dir, node_id, groups, servers, state_dir=state_dir, modem_poll=modem_poll,
+                               **knobs)
 
 
 def configure(node, servers: list[str], **kw) -> None:

@@ -155,46 +155,19 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 def write_node_config(path: Path, ws: Path, node_id: str, servers: list[str], *, groups=None,
                       state_dir: Path | None = None, extra: str = "", trust_file: Path | None = None) -> Path:
-    """A node.toml for a simulated node of the test district."""
-    groups = groups if groups is not None else NODES.get(node_id, [])
-    state_dir = state_dir or path.parent / f"state-{node_id}"
+    """A node.toml for a simulated node of the test district: its certificate from ws/nodes/ID, the
+    district CA, no relays or inputs unless `extra` adds them, no modem, a short keep-alive, and a
+    simulated "NTP synchronised" flag (so the node trusts its clock)."""
+    from provisioning.district.box import simulated_node_toml
+
     nd = ws / "nodes" / node_id
-    trust_file = trust_file or ws / "trust.json"
     ntp_flag = path.parent / "timesync-synchronized"
     ntp_flag.touch()
-    text = f"""
-[node]
-id = "{node_id}"
-groups = {json.dumps(groups)}
-simulate = true
-
-[broker]
-servers = {json.dumps(servers)}
-ca_file = "{ws / 'tls' / 'ca.crt'}"
-cert_file = "{nd / 'node.crt'}"
-key_file = "{nd / 'node.key'}"
-keepalive = 10
-reconnect_min = 0.2
-reconnect_max = 2
-
-[trust]
-file = "{trust_file}"
-
-[storage]
-state_dir = "{state_dir}"
-
-[audio]
-output = "wav"
-
-[modem]
-enabled = false
-
-[clock]
-# systemd-timesyncd's flag file, simulated: this node's clock counts as NTP-synchronised.
-ntp_sync_file = "{ntp_flag}"
-{extra}
-"""
-    path.write_text(text)
+    path.write_text(simulated_node_toml(
+        nd, node_id, NODES.get(node_id, []) if groups is None else groups, servers,
+        state_dir=state_dir or path.parent / f"state-{node_id}", trust_file=trust_file or ws / "trust.json",
+        ca_file=ws / "tls" / "ca.crt", keepalive=10, reconnect_max=2, relays=False, modem=False,
+        ntp_file=ntp_flag, extra=extra))
     return path
 
 

@@ -22,9 +22,31 @@ from provisioning.nodeid import NodeIdentity
 
 
 def simulated_node_toml(node_dir: Path, node_id: str, groups: list[str], servers: list[str], *,
-                        state_dir: Path, trust_file: Path | None = None, keepalive: int = 60,
-                        extra: str = "") -> str:
-    """node.toml for a simulated node: the node's own key material, state under state_dir, WAV output."""
+                        state_dir: Path, trust_file: Path | None = None, ca_file: Path | None = None,
+                        cert_file: Path | None = None, key_file: Path | None = None, keepalive: int = 60,
+                        reconnect_max: float = 5.0, relays: bool = True, warmup: float = 0.3, tail: float = 0.2,
+                        idle_hold: float = 2.0, min_off: float = 0.5, modem: bool = True, modem_poll: float = 10.0,
+                        heartbeat_full: float = 900.0, delta_min_interval: float = 5.0,
+                        ntp_file: Path | None = None, runtime_dir: Path | None = None, extra: str = "") -> str:
+    """node.toml for a simulated node (the demo, the tests and the benchmarks all use this one):
+    the node's own key material, state under state_dir, WAV output, MockFactory pins, optionally the
+    pty modem simulator. ntp_file: a file whose existence means "NTP synchronised"."""
+    hardware = f"""
+[relays]
+amplifier = {{ pin = 17, active_high = true }}
+zones = [ {{ name = "main", pin = 27, active_high = true }} ]
+warmup = {warmup}
+tail = {tail}
+idle_hold = {idle_hold}
+min_off = {min_off}
+
+[inputs]
+door = {{ pin = 5, active_high = false }}
+mains = {{ pin = 6, active_high = true }}
+amp_fault = {{ pin = 13, active_high = false }}
+""" if relays else ""
+    clock = f'\n[clock]\nntp_sync_file = "{ntp_file}"\n' if ntp_file else ""
+    runtime = f'runtime_dir = "{runtime_dir}"\n' if runtime_dir else ""
     return f"""# simulated node {node_id} (district-in-a-box)
 [node]
 id = "{node_id}"
@@ -33,40 +55,31 @@ simulate = true
 
 [broker]
 servers = {json.dumps(servers)}
-ca_file = "{node_dir / 'ca.crt'}"
-cert_file = "{node_dir / 'node.crt'}"
-key_file = "{node_dir / 'node.key'}"
+ca_file = "{ca_file or node_dir / 'ca.crt'}"
+cert_file = "{cert_file or node_dir / 'node.crt'}"
+key_file = "{key_file or node_dir / 'node.key'}"
 keepalive = {keepalive}
 reconnect_min = "0.2s"
-reconnect_max = "5s"
+reconnect_max = {reconnect_max}
 
 [trust]
 file = "{trust_file or node_dir / 'trust.json'}"
 
 [storage]
 state_dir = "{state_dir}"
-
+{runtime}
 [audio]
 output = "wav"
-
-[relays]
-amplifier = {{ pin = 17, active_high = true }}
-zones = [ {{ name = "main", pin = 27, active_high = true }} ]
-warmup = "0.3s"
-tail = "0.2s"
-idle_hold = "2s"
-min_off = "0.5s"
-
-[inputs]
-door = {{ pin = 5, active_high = false }}
-mains = {{ pin = 6, active_high = true }}
-amp_fault = {{ pin = 13, active_high = false }}
-
+{hardware}
 [modem]
-enabled = true
+enabled = {str(modem).lower()}
 port = "sim"
-poll_interval = "10s"
-{extra}
+poll_interval = {modem_poll}
+
+[health]
+heartbeat_full = {heartbeat_full}
+delta_min_interval = {delta_min_interval}
+{clock}{extra}
 """
 
 
