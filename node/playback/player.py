@@ -62,6 +62,8 @@ class Player(abc.ABC):
 
     def __init__(self, post_event: Callable[[PlayerEvent], None]):
         self._post_event = post_event
+        self._state = PlaybackState.STOPPED
+        self._item: str | None = None
 
     @abc.abstractmethod
     def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0) -> None:
@@ -76,13 +78,13 @@ class Player(abc.ABC):
         """Change the volume (0..100) of the current and following items."""
 
     @property
-    @abc.abstractmethod
-    def state(self) -> PlaybackState: ...
+    def state(self) -> PlaybackState:
+        return self._state
 
     @property
-    @abc.abstractmethod
     def current_item(self) -> str | None:
         """item_id of the last play() (even after it ended), None before the first play."""
+        return self._item
 
     @abc.abstractmethod
     def position(self) -> float:
@@ -161,14 +163,6 @@ class VlcPlayer(Player):
         self._pump.start()
 
     # -- public API (node loop thread) --
-
-    @property
-    def state(self) -> PlaybackState:
-        return self._state
-
-    @property
-    def current_item(self) -> str | None:
-        return self._item
 
     @property
     def last_wav_path(self) -> Path | None:
@@ -342,14 +336,6 @@ class FakePlayer(Player):
         self.volume = 100
         self.history: list[FakeCall] = []
         self.closed = False
-
-    @property
-    def state(self) -> PlaybackState:
-        return self._state
-
-    @property
-    def current_item(self) -> str | None:
-        return self._item
 
     def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0) -> None:
         _check_volume(volume)
