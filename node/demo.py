@@ -147,6 +147,10 @@ class Scenario:
             ok &= self.check(f"{node} downloaded, verified and played the signed bulletin "
                              f"(result {rec[1]['result'] if rec else 'none'})",
                              bool(rec) and rec[1]["result"] == "completed")
+        for node in self.node_ids:
+            if self.box.nodes[node].groups[0] != "c27787":  # another commune: not a target
+                heard = self._record(node, body["content_id"], timeout=0.5)
+                ok &= self.check(f"{node} (another commune) stayed silent", heard is None)
         self.envelope = self.sim.sent and self.sim.sign(self.sim.sent[-1])
         return ok
 
