@@ -82,6 +82,11 @@ def test_stop_mid_play_posts_stopped_and_cuts_the_audio(tmp_path, player, events
     source = tone_wav(tmp_path / "long.wav", seconds=60)
     player.play(str(source), volume=100, item_id="long")
     assert events.get(timeout=10).kind == "playing"
+    # "Playing" comes before the first decoded audio: stop *mid-play*, once sound is being written.
+    deadline = time.monotonic() + 10
+    while not (player.last_wav_path.exists() and player.last_wav_path.stat().st_size > 4096):
+        assert time.monotonic() < deadline, "no audio was written"
+        time.sleep(0.01)
     player.stop()
     last = wait_terminal(events, "long")[-1]
     assert last.kind == "stopped"
