@@ -102,6 +102,7 @@ def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=N
 def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None):
     from node.content.cache import ContentCache
     from node.content.download import Downloader, DownloadLimits
+    from node.health.heartbeat import encode
     from node.health.outbox import Outbox
     from node.playback.relays import Inputs, InputSpec, RelayBoard, RelaySpec
     from node.service.fetcher import Fetcher
@@ -185,7 +186,7 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
 
     def publish_delta(payload):
         app = parts_ref["parts"].app
-        app.broker.publish(app.topics.delta, json.dumps(payload, separators=(",", ":")).encode(), qos=0)
+        app.broker.publish(app.topics.delta, encode(payload), qos=0)
 
     modem_poller = None
     power_cycle = None

@@ -22,13 +22,14 @@ Threading: one instance, used only from the node's loop thread.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from node.health.heartbeat import encode  # the one compact encoder for everything sent over the air
 
 KINDS = ("event", "play")
 LOW_IMPORTANCE_EVENTS = frozenset({"input_changed"})
@@ -66,10 +67,6 @@ def make_event(node_id: str, type_: str, data: dict | None = None, now: float | 
     now = time.time() if now is None else now
     return {"v": 1, "id": new_id(now), "node": node_id, "ts": int(now), "kind": "event",
             "type": type_, "data": dict(data or {})}
-
-
-def encode(payload: dict) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _prio(kind: str, payload: dict) -> int:
