@@ -42,7 +42,7 @@ from provisioning.district.box import DistrictInABox  # noqa: E402
 # its parts lazily inside build_parts).
 DAEMON_MODULES = ("node.daemon, node.wiring, node.service.parts, node.service.onair, node.service.health, "
                   "node.service.intake, node.playback.player, node.playback.relays, node.content.download, "
-                  "node.content.cache, node.health.outbox, node.modem.simulator, node.modem.at, "
+                  "node.content.cache, node.reporting.outbox, node.modem.simulator, node.modem.at, "
                   "gpiozero.pins.mock, vlc")
 GOAL_START_S = 1.0
 GOAL_RSS_MB = 45.0

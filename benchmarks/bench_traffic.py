@@ -34,8 +34,8 @@ from common import (  # noqa: E402
     wait_startup_link_event,
 )
 
-from node.demo import send_sim  # noqa: E402
 from provisioning.district.box import DistrictInABox  # noqa: E402
+from provisioning.district.demo import send_sim  # noqa: E402
 
 DAY = 86400
 GOAL_KB_DAY = 150

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from node import __version__
 from node.adapters.broker import BrokerConnected, BrokerDisconnected, MessageReceived, PublishAcked, Will
-from node.health.heartbeat import encode, will_payload
 from node.loop import EventLoop
+from node.reporting.heartbeat import encode, will_payload
 from node.topics import Topics
 
 log = logging.getLogger(__name__)

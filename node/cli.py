@@ -10,7 +10,6 @@ COMMANDS = {
     "selftest": ("node.selftest", "technician self-test at the pole"),
     "relays-off": ("node.playback.relays_off", "force every relay off (systemd ExecStopPost)"),
     "wipe": ("node.wipe", "decommission: erase keys, caches and records"),
-    "demo": ("node.demo", "a whole district-in-a-box on this machine"),
 }
 
 

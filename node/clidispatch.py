@@ -1,7 +1,8 @@
 """Shared dispatcher for the three console scripts: each sub-command is a module with main(argv) -> int.
 
-Modules are imported only when their sub-command runs, so `speaker-node run` on a Pi does not pay for
-provisioning code, and a broken optional module cannot stop the others from working.
+Modules are imported only when their sub-command runs, so a command pays only for its own module and a
+broken optional module cannot stop the others from working. (The district tools' own scripts use it too;
+the node's command table names no provisioning module: the Pi does not carry them.)
 """
 
 from __future__ import annotations

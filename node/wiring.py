@@ -16,8 +16,8 @@ from pathlib import Path
 
 from node.adapters.backoff import Backoff
 from node.adapters.broker import MqttBroker, tls_context
-from node.adapters.clock import SystemClock
 from node.adapters.store import StateStore
+from node.adapters.system_clock import SystemClock
 from node.adapters.systemd_notify import Notifier
 from node.app import NodeApp
 from node.errors import ConfigError, DeviceError, RemoteDataError
@@ -102,9 +102,9 @@ def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=N
 def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None):
     from node.content.cache import ContentCache
     from node.content.download import Downloader, DownloadLimits
-    from node.health.heartbeat import encode
-    from node.health.outbox import Outbox
     from node.playback.relays import Inputs, InputSpec, RelayBoard, RelaySpec
+    from node.reporting.heartbeat import encode
+    from node.reporting.outbox import Outbox
     from node.service.fetcher import Fetcher
     from node.service.health import HealthService, ModemPoller, request_reboot
     from node.service.intake import CommandIntake, TrustedTime, TrustKeeper, load_clock_trust

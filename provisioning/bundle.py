@@ -26,7 +26,7 @@ from pathlib import Path
 from node.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Same specifiers as setup.py install_requires (a test keeps them in step); pip is added so the node
+# Same specifiers as setup.py NODE_REQUIREMENTS (a test keeps them in step); pip is added so the node
 # can create its venv --without-pip (python3-venv/ensurepip is not on Raspberry Pi OS Lite).
 RUNTIME_REQUIREMENTS = [
     "paho-mqtt>=2.1",
@@ -94,8 +94,10 @@ def download_commands(
                 commands.append((f"{requirement} [{arch}, Python {version}]", argv + [requirement]))
     commands.append(
         (
-            "speaker-node (this project)",
+            "speaker-node (this project's node distribution; the district tools stay off the Pi)",
             [
+                "env",
+                "SPEAKER_DISTRIBUTION=node",  # setup.py builds one of two distributions (see its docstring)
                 python,
                 "-m",
                 "pip",

@@ -15,7 +15,7 @@ from pathlib import Path
 from gpiozero.pins.mock import MockFactory
 
 from node.adapters.broker import FakeBroker
-from node.adapters.clock import FakeClock
+from node.adapters.system_clock import FakeClock
 from node.config import load_config
 from node.playback.player import FakePlayer, PlaybackState
 from node.wiring import build_app

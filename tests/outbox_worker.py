@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from node.health.outbox import Outbox, OutboxPump, make_event  # noqa: E402
+from node.reporting.outbox import Outbox, OutboxPump, make_event  # noqa: E402
 
 
 def digest(record_id: str, n: int) -> str:

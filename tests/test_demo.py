@@ -20,7 +20,7 @@ def _children_of(pid: int) -> list[int]:
 
 def test_demo_once_succeeds_and_leaves_nothing_running(tmp_path, python_exe):
     before = set(_children_of(os.getpid()))
-    res = subprocess.run([python_exe, "-m", "node", "demo", "--once", "--dir", str(tmp_path / "demo")],
+    res = subprocess.run([python_exe, "-m", "provisioning.district", "demo", "--once", "--dir", str(tmp_path / "demo")],
                          capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     out = res.stdout

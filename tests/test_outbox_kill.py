@@ -23,7 +23,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from node.health.outbox import Outbox, OutboxPump, make_event
+from node.reporting.outbox import Outbox, OutboxPump, make_event
 from node.schemas import validate
 
 REPO = Path(__file__).resolve().parent.parent

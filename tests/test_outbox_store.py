@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from node.health.outbox import Outbox, OutboxPump, make_event, new_id
+from node.reporting.outbox import Outbox, OutboxPump, make_event, new_id
 from node.schemas import validate
 
 NODE = "27787-03"

@@ -8,7 +8,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from node.health import heartbeat as hb
+from node.reporting import heartbeat as hb
 from provisioning.district import watch
 from provisioning.district.watch import NodeTable
 

@@ -110,7 +110,7 @@ def parse_content_range(value: str | None) -> ContentRange | None:
 
 
 @dataclass(frozen=True)
-class Decision:
+class ResponseDecision:
     """action: "stream" (body starts at `start`, `body_length` if declared), "redirect" (to `location`),
     "retry" (transient; `discard_partial` when our prefix cannot be trusted to line up), "give_up"
     (a TransportError worth no retry now) or "reject" (RemoteDataError `reason`)."""
@@ -131,41 +131,41 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
     return int(value)
 
 
-def decide_response(status: int, headers: Mapping[str, str], offset: int, expected_length: int) -> Decision:
+def decide_response(status: int, headers: Mapping[str, str], offset: int, expected_length: int) -> ResponseDecision:
     """`offset` is how many verified-so-far bytes we hold (and asked the server to skip with Range)."""
     if status in (301, 302, 303, 307, 308):
         location = headers.get("Location", "")
         if not location:
-            return Decision("retry", detail=f"HTTP {status} without Location")
-        return Decision("redirect", location=location)
+            return ResponseDecision("retry", detail=f"HTTP {status} without Location")
+        return ResponseDecision("redirect", location=location)
     if status == 200:
         declared = _content_length(headers)
         if declared is not None and declared != expected_length:
-            return Decision("reject", reason=LENGTH_MISMATCH,
+            return ResponseDecision("reject", reason=LENGTH_MISMATCH,
                             detail=f"server declares {declared} bytes, signed length is {expected_length}")
         # A 200 to a Range request means the server ignored it: start over from byte zero.
-        return Decision("stream", start=0, body_length=declared, discard_partial=offset > 0)
+        return ResponseDecision("stream", start=0, body_length=declared, discard_partial=offset > 0)
     if status == 206:
         rng = parse_content_range(headers.get("Content-Range"))
         if rng is None or "multipart" in headers.get("Content-Type", ""):
-            return Decision("retry", discard_partial=True, detail="unusable Content-Range")
+            return ResponseDecision("retry", discard_partial=True, detail="unusable Content-Range")
         if rng.total is not None and rng.total != expected_length:
-            return Decision("reject", reason=LENGTH_MISMATCH,
+            return ResponseDecision("reject", reason=LENGTH_MISMATCH,
                             detail=f"server says total {rng.total}, signed length is {expected_length}")
         if rng.start != offset or rng.end >= expected_length:
-            return Decision("retry", discard_partial=True,
+            return ResponseDecision("retry", discard_partial=True,
                             detail=f"Content-Range {rng.start}-{rng.end} does not continue at {offset}")
         body = rng.end - rng.start + 1
         declared = _content_length(headers)
         if declared is not None and declared != body:
-            return Decision("retry", discard_partial=True,
+            return ResponseDecision("retry", discard_partial=True,
                             detail="Content-Length disagrees with Content-Range")
-        return Decision("stream", start=offset, body_length=body)
+        return ResponseDecision("stream", start=offset, body_length=body)
     if status == 416:
-        return Decision("retry", discard_partial=True, detail="HTTP 416: range not satisfiable")
+        return ResponseDecision("retry", discard_partial=True, detail="HTTP 416: range not satisfiable")
     if status in (408, 425, 429) or status >= 500:
-        return Decision("retry", detail=f"HTTP {status}")
-    return Decision("give_up", detail=f"HTTP {status}")
+        return ResponseDecision("retry", detail=f"HTTP {status}")
+    return ResponseDecision("give_up", detail=f"HTTP {status}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ class Downloader:
             conn.close()
             raise
 
-    def _stream(self, sock, response, partial: _Partial, decision: Decision, expected_length, deadline,
+    def _stream(self, sock, response, partial: _Partial, decision: ResponseDecision, expected_length, deadline,
                 cancel, progress, url) -> None:
         if decision.start == 0 and partial.size:
             partial.discard()

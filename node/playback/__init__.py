@@ -4,13 +4,13 @@ node.playback.relays (gpiozero). Adapters are not imported here so the pure core
 libVLC or GPIO libraries. See docs/playback.md.
 """
 
-from node.playback.arbiter import Action, Arbiter, Decision, Dropped, Level, QueueItem
+from node.playback.arbiter import Action, Arbiter, Dropped, Level, QueueDecision, QueueItem
 from node.playback.records import PlayRecord, PlayResult, judge_failure
 from node.playback.schedule import Occurrence, active_at, expand, needed_content, position_in_slot
 from node.playback.sequencer import RelayPhase, RelaySequencer
 
 __all__ = [
-    "Action", "Arbiter", "Decision", "Dropped", "Level", "QueueItem",
+    "Action", "Arbiter", "QueueDecision", "Dropped", "Level", "QueueItem",
     "PlayRecord", "PlayResult", "judge_failure",
     "Occurrence", "active_at", "expand", "needed_content", "position_in_slot",
     "RelayPhase", "RelaySequencer",

@@ -94,7 +94,7 @@ class Dropped:
 
 
 @dataclass(frozen=True)
-class Decision:
+class QueueDecision:
     action: Action
     item_id: str
     reason: str = ""  # for REJECTED/DROPPED: "queue_full" | "expired" | "duplicate"
@@ -118,31 +118,31 @@ class Arbiter:
 
     # -- inputs --
 
-    def offer(self, item: QueueItem, now: float, current_position: float = 0.0) -> Decision:
+    def offer(self, item: QueueItem, now: float, current_position: float = 0.0) -> QueueDecision:
         """A new item. `current_position` = player.position() of the running item, read before
         deciding so a resumed programme continues at the right place."""
         if self._known(item.item_id):
-            return Decision(Action.REJECTED, item.item_id, reason="duplicate")
+            return QueueDecision(Action.REJECTED, item.item_id, reason="duplicate")
         if _expired(item, now):
-            return Decision(Action.DROPPED, item.item_id, reason="expired",
+            return QueueDecision(Action.DROPPED, item.item_id, reason="expired",
                             dropped=[Dropped(item, "skipped", "expired")])
         dropped = self.expire(now)
         current = self.current
         if current is None:
             self.current = item
-            return Decision(Action.PLAY_NOW, item.item_id, dropped=dropped)
+            return QueueDecision(Action.PLAY_NOW, item.item_id, dropped=dropped)
         if current.level in PREEMPTS[item.level]:
             self.current = item
             fate, evicted = self._requeue_preempted(current, ON_PREEMPTED[current.level], now,
                                                     current_position)
             dropped += evicted
-            return Decision(Action.PLAY_NOW, item.item_id, preempted=current.item_id,
+            return QueueDecision(Action.PLAY_NOW, item.item_id, preempted=current.item_id,
                             preempted_fate=fate, dropped=dropped)
         made_room = self._make_room(item)
         if made_room is None:
-            return Decision(Action.REJECTED, item.item_id, reason="queue_full", dropped=dropped)
+            return QueueDecision(Action.REJECTED, item.item_id, reason="queue_full", dropped=dropped)
         self._insert(item, next(self._order))
-        return Decision(Action.QUEUED, item.item_id, dropped=dropped + made_room)
+        return QueueDecision(Action.QUEUED, item.item_id, dropped=dropped + made_room)
 
     def on_finished(self, item_id: str, result: str, now: float, position: float = 0.0) -> bool:
         """The player ended the current item (completed / failed). Returns False when `item_id` is

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Callable
 
 from node import __version__
-from node.health import system
-from node.health.heartbeat import Heartbeat, alarms_from
 from node.modem.supervision import RecoveryLadder, network_time_bound
 from node.playback.relays import AMPLIFIER, InputChanged
+from node.reporting import system
+from node.reporting.heartbeat import Heartbeat, alarms_from
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import Callable, Protocol
 from node.errors import RemoteDataError
 from node.service.ratelimit import TokenBucket
 from node.trust import reasons
-from node.trust.clock import ClockTrust
 from node.trust.commands import Limits
 from node.trust.envelope import PAYLOAD_TRUST, parse_envelope
+from node.trust.time_trust import ClockTrust
 from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_update
 from node.trust.verifier import Accepted, Rejected, verify_command
 
@@ -39,7 +39,7 @@ class Dispatcher(Protocol):
 
 
 @dataclass
-class Decision:
+class IntakeDecision:
     """What happened to one message, for the log, tests and the demo timeline."""
 
     outcome: str          # accepted | rejected | ignored
@@ -106,14 +106,14 @@ class CommandIntake:
         self.dispatcher, self.emit = dispatcher, emit
         self.trusted_time = TrustedTime(clock, clock_trust)
         self.rejections = TokenBucket(rate_per_s=10 / 60, burst=20)
-        self.decisions: list[Decision] = []  # last few, for status and tests
+        self.decisions: list[IntakeDecision] = []  # last few, for status and tests
 
     # --- time ------------------------------------------------------------------------------------
     def observe_clock(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
         return self.trusted_time.now(cellular)
 
     # --- messages ----------------------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes) -> Decision:
+    def handle(self, topic: str, payload: bytes) -> IntakeDecision:
         now = self.observe_clock()
         if len(payload) > self.max_message_bytes:
             return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{len(payload)} bytes"))
@@ -131,7 +131,7 @@ class CommandIntake:
             return self._rejected(topic, result)
         return self._accepted(topic, result, payload)
 
-    def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> Decision:  # noqa: C901
+    def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> IntakeDecision:  # noqa: C901
         command = accepted.command
         # Persist first: once the id is on disk, the same bytes can never be accepted again. Play and live
         # commands are journalled in the same transaction, so a power cut between "accepted" and
@@ -163,18 +163,18 @@ class CommandIntake:
         elif command.type == "live":
             self.dispatcher.on_live(command)
         self.emit("accepted", {"command_id": command.id, "command": command.type, "level": command.level})
-        return self._note(Decision("accepted", None, command.id, command.type))
+        return self._note(IntakeDecision("accepted", None, command.id, command.type))
 
-    def _trust_update(self, topic: str, payload: bytes, now: dt.datetime | None) -> Decision:
+    def _trust_update(self, topic: str, payload: bytes, now: dt.datetime | None) -> IntakeDecision:
         try:
             doc = self.trust.update(payload, now or self.clock_trust.floor)
         except RemoteDataError as exc:
             return self._rejected(topic, Rejected(exc.reason, exc.detail, report=reasons.is_reported(exc.reason)))
         log.info("trust document version %d accepted", doc.version)
         self.emit("trust_updated", {"version": doc.version, "expires": doc.expires.isoformat()})
-        return self._note(Decision("accepted", None, None, "trust"))
+        return self._note(IntakeDecision("accepted", None, None, "trust"))
 
-    def _rejected(self, topic: str, rejected: Rejected) -> Decision:
+    def _rejected(self, topic: str, rejected: Rejected) -> IntakeDecision:
         outcome = "rejected" if rejected.report else "ignored"
         log.log(logging.WARNING if rejected.report else logging.DEBUG, "%s message on %s: %s %s", outcome, topic,
                 rejected.reason, rejected.detail)
@@ -185,9 +185,9 @@ class CommandIntake:
             if suppressed:
                 data["suppressed"] = suppressed
             self.emit("rejected", data)
-        return self._note(Decision(outcome, rejected.reason, rejected.command_id, None))
+        return self._note(IntakeDecision(outcome, rejected.reason, rejected.command_id, None))
 
-    def _note(self, decision: Decision) -> Decision:
+    def _note(self, decision: IntakeDecision) -> IntakeDecision:
         self.decisions = (self.decisions + [decision])[-20:]
         return decision
 

@@ -11,10 +11,10 @@ import logging
 import sqlite3
 
 from node.adapters.broker import MessageReceived
-from node.health.outbox import OutboxPump, make_event
 from node.playback.player import PlayerEvent
 from node.playback.records import PlayRecord
 from node.playback.relays import InputChanged
+from node.reporting.outbox import OutboxPump, make_event
 from node.service.fetcher import FetchDone
 from node.service.health import LadderDone, ModemReading, relay_states
 

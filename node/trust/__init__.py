@@ -4,10 +4,10 @@ Import the verifier from here; everything in this package is pure (no IO except 
 load_trust_file), so it can be tested with bytes and fixed times.
 """
 
-from node.trust.clock import ClockPolicy, ClockTrust
 from node.trust.commands import DEFAULT_LIMITS, Command, Limits, parse_command
 from node.trust.envelope import PAYLOAD_COMMAND, PAYLOAD_TRUST, pae, peek_payload_type
 from node.trust.manifest import verify_audio_file
+from node.trust.time_trust import ClockPolicy, ClockTrust
 from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_update
 from node.trust.verifier import Accepted, Rejected, verify_command
 

@@ -1,7 +1,7 @@
 """District-in-a-box: a district workspace, a real Mosquitto, an HTTPS content server and simulated
 nodes (`speaker-node run --simulate` child processes), all on this machine's loopback.
 
-Used by `speaker-node demo`, the benchmarks and the end-to-end tests: the same product code a district
+Used by `speaker-district demo`, the benchmarks and the end-to-end tests: the same product code a district
 and a node run, with only the hardware simulated.
 """
 

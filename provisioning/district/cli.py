@@ -12,6 +12,7 @@ COMMANDS = {
     "crl": ("provisioning.district.certs", "export the certificate revocation list for the broker"),
     "broker-config": ("provisioning.district.broker_config", "write Mosquitto config + ACL for this district"),
     "watch": ("provisioning.district.watch", "live table of nodes from their heartbeats"),
+    "demo": ("provisioning.district.demo", "a whole district-in-a-box on this machine"),
 }
 
 

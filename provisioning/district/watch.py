@@ -16,9 +16,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.health.heartbeat import apply_delta
+from node.reporting.heartbeat import apply_delta
 
-FULL_EVERY_S = 900  # node.health.heartbeat.Heartbeat default
+FULL_EVERY_S = 900  # node.reporting.heartbeat.Heartbeat default
 STALE_AFTER_S = 2.5 * FULL_EVERY_S  # two missed snapshots and a half: silent, even without a will
 MAX_PAYLOAD = 64 * 1024  # heartbeats are < 1 kB; anything this big is not ours
 CLOCK_SKEW_S = 300

@@ -1,7 +1,7 @@
 """Clock adapter: wall time, monotonic time and whether NTP has synchronised the system clock.
 
 A Raspberry Pi has no RTC: at boot the wall clock may be 1970, or wherever fake-hwclock left it. The
-decision whether that time can be trusted lives in node.trust.clock (pure); this adapter only reads.
+decision whether that time can be trusted lives in node.trust.time_trust (pure); this adapter only reads.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def build_snapshot(
     node_id: str, birth: int, seq: int, readings: dict, now: float,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> dict:
-    """The full status message. `readings` merges node.health.system.read_system() with what the loop
+    """The full status message. `readings` merges node.reporting.system.read_system() with what the loop
     knows: ver, clk, trust_d, net, play, relays, inputs, outbox, dropped, failed_to_sound."""
     clk = readings.get("clk")
     if clk is None:

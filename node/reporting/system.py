@@ -166,7 +166,7 @@ def read_system(
     now: dt.datetime | None = None,
     run_vcgencmd=_run_vcgencmd,
 ) -> dict:
-    """All host readings, keyed as node.health.heartbeat.build_snapshot expects them.
+    """All host readings, keyed as node.reporting.heartbeat.build_snapshot expects them.
 
     `clk_ok` is only the NTP flag; the caller merges it with cellular/beacon time into `clk`.
     """

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from node.health.heartbeat import encode  # the one compact encoder for everything sent over the air
+from node.reporting.heartbeat import encode  # the one compact encoder for everything sent over the air
 
 KINDS = ("event", "play")
 LOW_IMPORTANCE_EVENTS = frozenset({"input_changed"})

@@ -3,7 +3,7 @@
 import datetime as dt
 import os
 
-from node.health import system
+from node.reporting import system
 
 MEMINFO = """MemTotal:        3884328 kB
 MemFree:          211340 kB

@@ -6,7 +6,7 @@ import pytest
 from trust_fixtures import TRUST, V
 
 from node.errors import RemoteDataError
-from node.trust.clock import ClockPolicy, ClockTrust
+from node.trust.time_trust import ClockPolicy, ClockTrust
 from node.trust.trustdoc import load_trust_file
 from node.trust.verifier import Accepted, Rejected, verify_command
 

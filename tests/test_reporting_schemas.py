@@ -3,8 +3,8 @@ not silently accept (wrong kind, unknown alarm, missing id, a will pretending to
 
 import pytest
 
-from node.health import heartbeat as hb
-from node.health.outbox import make_event, new_id
+from node.reporting import heartbeat as hb
+from node.reporting.outbox import make_event, new_id
 from node.schemas import NAMES, SchemaValidationError, errors, load_schema, schema_for, validate
 
 T0 = 1_764_129_000

@@ -1,4 +1,4 @@
-"""`speaker-node demo [--once] [--dir DIR] [--nodes N]`: a whole district-in-a-box on this machine.
+"""`speaker-district demo [--once] [--dir DIR] [--nodes N]`: a whole district-in-a-box on this machine.
 
 It creates a district (keys, signed trust document, TLS CA), provisions simulated nodes the way a
 technician would, starts a real Mosquitto and the nodes (`speaker-node run --simulate`), then plays
@@ -270,7 +270,7 @@ def make_tone(path: Path, seconds: float, freq: float = 440.0, rate: int = 16000
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="speaker-node demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="speaker-district demo", description=__doc__.splitlines()[0])
     p.add_argument("--once", action="store_true", help="run the fixed scenario, exit 0 if it succeeded")
     p.add_argument("--dir", help="where to put the district, broker, node state and output WAVs "
                                  "(default: a new temporary directory, kept for inspection)")
@@ -283,7 +283,7 @@ def main(argv: list[str]) -> int:
 
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="speaker-demo-"))
     box = DistrictInABox(directory)
-    print(f"speaker-node demo: district-in-a-box in {directory}", flush=True)
+    print(f"speaker-district demo: district-in-a-box in {directory}", flush=True)
     timeline = None
     ok = False
     try:

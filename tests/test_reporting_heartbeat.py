@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from node.health import heartbeat as hb
+from node.reporting import heartbeat as hb
 from node.schemas import validate
 
 T0 = 1_764_129_000

@@ -1,0 +1,3 @@
+from provisioning.district.cli import main
+
+raise SystemExit(main())
