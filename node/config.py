@@ -381,6 +381,28 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(report(exc, args.file), file=sys.stderr)
         return EX_CONFIG
+    loopback, unresolved = broker_problems(cfg)
+    if loopback:
+        print(report(ConfigError(loopback), args.file), file=sys.stderr)
+        return EX_CONFIG
+    for problem in unresolved:  # from a laptop or a pole without data the name may not resolve yet
+        print(f"speaker-node: warning: {problem}", file=sys.stderr)
     print(f"{args.file}: OK (node {cfg.node.id}, groups {', '.join(cfg.all_groups)}, "
           f"brokers {', '.join(cfg.broker.servers)})")
     return 0
+
+
+def broker_problems(cfg: Config, resolve=None) -> tuple[list[str], list[str]]:
+    """(loopback, unresolvable) broker addresses. Loopback is valid TOML but on a pole means the node
+    itself (allowed when simulated: the district then runs on the same machine); a name that does not
+    resolve makes the node report 'broker unreachable' and the technician suspect the 4G link."""
+    from node.brokeraddr import loopback_problem, resolve_problem
+
+    loopback, unresolved = [], []
+    for server in cfg.broker.servers:
+        problem = None if cfg.node.simulate else loopback_problem(server)
+        if problem:
+            loopback.append(f"broker.servers: {problem}")
+        elif problem := (resolve or resolve_problem)(server):
+            unresolved.append(f"broker.servers: {problem}")
+    return loopback, unresolved

@@ -2,7 +2,9 @@
 
 The start sequence reads top to bottom; everything started is stopped in reverse in `finally`.
 Exit codes systemd understands: 0 clean stop (SIGTERM), 78 EX_CONFIG for a bad configuration
-(Restart=on-failure would not help, so the unit uses RestartPreventExitStatus=78), 1 anything else.
+(Restart=on-failure would not help, so the unit uses RestartPreventExitStatus=78), 69 EX_UNAVAILABLE
+when the GPIO pins cannot be opened (missing chip, pins busy: restarted, after GPIO_RETRY_DELAY so the
+unit's start limit is never reached and a freed pin is picked up within a minute), 1 anything else.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from node.config import DEFAULT_PATH, load_config, load_config_simulated, report
-from node.errors import EX_CONFIG, ConfigError
+from node.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, HardwareUnavailable
 
 log = logging.getLogger("speaker-node")
+# 20 starts per 10 min is the unit's limit: one attempt per ~35 s stays below it forever.
+DEFAULT_GPIO_RETRY_DELAY = 30.0
+GPIO_RETRY_DELAY = float(os.environ.get("SPEAKER_GPIO_RETRY_DELAY", DEFAULT_GPIO_RETRY_DELAY))
 
 
 def parse_args(argv):
@@ -54,6 +60,13 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(report(exc, args.config), file=sys.stderr)
         return EX_CONFIG
+    except HardwareUnavailable as exc:
+        from node.adapters.systemd_notify import Notifier
+
+        print(f"speaker-node: GPIO unavailable, retrying in {GPIO_RETRY_DELAY:.0f} s: {exc}", file=sys.stderr)
+        Notifier().notify(f"STATUS=GPIO unavailable: {exc}")
+        time.sleep(GPIO_RETRY_DELAY)
+        return EX_UNAVAILABLE
     except OSError as exc:  # state directory not writable, disk full at start-up...
         print(f"speaker-node: cannot start: {exc}", file=sys.stderr)
         return EX_CONFIG

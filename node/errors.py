@@ -30,6 +30,12 @@ class DeviceError(SpeakerNodeError):
     """Local hardware (relay, input, modem, sound output) did not behave."""
 
 
+class HardwareUnavailable(DeviceError):
+    """A device the node needs could not be opened at start (GPIO chip missing or pins busy). Not a
+    configuration error: another process may release the pins, a loose HAT may be reseated, so the
+    daemon exits EX_UNAVAILABLE (69), which the unit restarts, instead of EX_CONFIG, which it never does."""
+
+
 class ConfigError(SpeakerNodeError):
     """The configuration is invalid. `problems` lists every problem found, not only the first."""
 
@@ -38,4 +44,5 @@ class ConfigError(SpeakerNodeError):
         super().__init__("; ".join(self.problems))
 
 
+EX_UNAVAILABLE = 69  # sysexits.h: service unavailable; restarted by Restart=on-failure
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd shows it as "status=78/CONFIG"

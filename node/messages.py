@@ -304,6 +304,39 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "service_hint": SERVICE_HINT,
     "internal_error": ("The check itself failed: {error}", "Bản thân mục kiểm tra bị lỗi: {error}"),
     "hint_internal": ("Report this line to the district technician", "Báo dòng này cho kỹ thuật viên huyện"),
+    # libVLC, the service, unusable broker addresses (issue 10)
+    "libvlc_ok": (
+        "libVLC {version} loads; audio outputs: {outputs}",
+        "libVLC {version} nạp được; ngõ ra âm thanh: {outputs}",
+    ),
+    "libvlc_bad": ("libVLC does not load: {error}", "Không nạp được libVLC: {error}"),
+    "libvlc_no_output": (
+        "libVLC {version} loads but has no '{output}' audio output (outputs: {outputs})",
+        "libVLC {version} nạp được nhưng không có ngõ ra '{output}' (có: {outputs})",
+    ),
+    "hint_libvlc": (
+        "Install libvlc5 and vlc-plugin-base (first boot installs them from the card's bundle: see "
+        "/boot/firmware/speaker-node/firstboot.log)",
+        "Cài libvlc5 và vlc-plugin-base (lần khởi động đầu cài từ gói trên thẻ: xem "
+        "/boot/firmware/speaker-node/firstboot.log)",
+    ),
+    "service_ok": ("speaker-node.service is active", "speaker-node.service đang chạy"),
+    "service_bad": (
+        "speaker-node.service is {state} ({result})",
+        "speaker-node.service đang ở trạng thái {state} ({result})",
+    ),
+    "service_absent": ("speaker-node.service is not installed here", "speaker-node.service chưa được cài ở đây"),
+    "hint_service": (
+        "See: sudo journalctl -u speaker-node -b (and speaker-node/firstboot.log on the boot partition)",
+        "Xem: sudo journalctl -u speaker-node -b (và speaker-node/firstboot.log trên phân vùng boot)",
+    ),
+    "broker_unusable": ("Broker address cannot work: {bad}", "Địa chỉ máy chủ không dùng được: {bad}"),
+    "hint_broker_address": (
+        "Fix [broker] servers in /etc/speaker-node/node.toml (the 4G link is not the problem), or make a "
+        "new card with speaker-provision node new --broker HOST:PORT",
+        "Sửa [broker] servers trong /etc/speaker-node/node.toml (không phải lỗi 4G), hoặc làm thẻ mới với "
+        "speaker-provision node new --broker HOST:PORT",
+    ),
 }
 
 

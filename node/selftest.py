@@ -1,7 +1,7 @@
 """`speaker-node selftest`: the technician's check at the pole, one line per part, pass or fail.
 
-Every line has a stable id (config, certificate, trust, clock, broker, modem, relay:<name>, audio,
-input:<name>, disk) and, when it fails, says what to look at, in Vietnamese when the locale is
+Every line has a stable id (config, certificate, trust, clock, service, broker, libvlc, modem,
+relay:<name>, audio, input:<name>, disk) and, when it fails, says what to look at, in Vietnamese when the locale is
 Vietnamese. Exit status: 0 when nothing failed (skipped lines do not fail), 1 when a line failed,
 78 when the configuration cannot be loaded, 2 for bad arguments. See docs/selftest.md.
 
@@ -39,10 +39,13 @@ from node.selftest_checks import (
     check_clock,
     check_disk,
     check_inputs,
+    check_libvlc,
     check_modem,
     check_trust,
     daemon_running,
+    judge_service,
     read_service_status,
+    service_properties,
 )
 
 AMPLIFIER = "amplifier"
@@ -321,6 +324,7 @@ def run_checks(
     now: dt.datetime | None = None,
     locale: str | None = None,
     audible: bool = False,
+    service_props=service_properties,
 ) -> list[CheckResult]:
     """Every check, in order, for a loaded config. Hardware adapters are injected (None = the real ones);
     `locale` is "vi", "en" or a locale name such as "vi_VN.UTF-8" (None = from the environment)."""
@@ -339,7 +343,9 @@ def run_checks(
         (["certificate"], lambda: [check_certificate(cfg, say, now, synced)]),
         (["trust"], lambda: [check_trust(cfg, say, now, synced)]),
         (["clock"], lambda: [check_clock(cfg, say, now, synced)]),
+        (["service"], lambda: [judge_service(service_props(), say)]),
         (["broker"], lambda: [check_broker(cfg, say)]),
+        (["libvlc"], lambda: [check_libvlc(cfg, say)]),
         (
             ["modem"],
             lambda: [

@@ -256,8 +256,14 @@ def try_broker(server: str, ctx: ssl.SSLContext, client_id: str, timeout: float)
 
 def check_broker(cfg, say: Say, timeout: float = BROKER_TIMEOUT) -> CheckResult:
     from node.adapters.broker import tls_context
+    from node.config import broker_problems
 
     b = cfg.broker
+    loopback, unresolved = broker_problems(cfg)
+    if loopback or len(unresolved) == len(b.servers):
+        # not the 4G link: the address itself cannot work (an IP literal always resolves)
+        return CheckResult("broker", False, say("broker_unusable", bad="; ".join(loopback + unresolved)),
+                           say("hint_broker_address"))
     try:
         ctx = tls_context(b.ca_file, b.cert_file, b.key_file)
     except (OSError, ValueError) as exc:
@@ -277,6 +283,77 @@ def check_broker(cfg, say: Say, timeout: float = BROKER_TIMEOUT) -> CheckResult:
             warn=True,
         )
     return CheckResult("broker", True, say("broker_ok", ok=", ".join(accepted)))
+
+
+# --- libVLC and the service ----------------------------------------------------------------------------
+
+LIBVLC_PROBE = """
+import json, sys
+try:
+    import vlc
+    version = vlc.libvlc_get_version().decode()
+    instance = vlc.Instance(["--no-video", "--quiet"])
+    if instance is None:
+        raise RuntimeError("libvlc_new returned NULL (plugins missing?)")
+    outputs = sorted({d["name"].decode() for d in (instance.audio_output_enumerate_devices() or [])})
+    print(json.dumps({"version": version, "outputs": outputs}))
+except BaseException as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+"""
+
+
+def judge_libvlc(probe: dict, output: str, say: Say) -> CheckResult:
+    """Pure: what the probe subprocess printed -> the libvlc line."""
+    if "error" in probe:
+        return CheckResult("libvlc", False, say("libvlc_bad", error=probe["error"]), say("hint_libvlc"))
+    outputs = probe.get("outputs") or []
+    shown = ", ".join(outputs) or "-"
+    wanted = {"alsa": "alsa", "wav": "afile"}.get(output, output)
+    if wanted not in outputs:
+        return CheckResult("libvlc", False,
+                           say("libvlc_no_output", version=probe.get("version", "?"), output=wanted, outputs=shown),
+                           say("hint_libvlc"))
+    return CheckResult("libvlc", True, say("libvlc_ok", version=probe.get("version", "?"), outputs=shown))
+
+
+def check_libvlc(cfg, say: Say, python: str | None = None, timeout: float = 30.0) -> CheckResult:
+    """Load libVLC in a child process (a missing or broken libVLC must not take the self-test down)."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([python or sys.executable, "-c", LIBVLC_PROBE], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        lines = proc.stdout.strip().splitlines()
+        probe = json.loads(lines[-1]) if lines else {"error": f"probe exited {proc.returncode}: "
+                                                              f"{proc.stderr.strip()[-200:]}"}
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        probe = {"error": f"{type(exc).__name__}: {exc}"}
+    return judge_libvlc(probe, cfg.audio.output, say)
+
+
+def judge_service(props: dict[str, str] | None, say: Say) -> CheckResult:
+    """Pure: `systemctl show` properties of speaker-node.service -> the service line."""
+    if props is None or props.get("LoadState") == "not-found":
+        return CheckResult("service", None, say("service_absent"))
+    state = props.get("ActiveState", "?")
+    if state == "active" and props.get("SubState") == "running":
+        return CheckResult("service", True, say("service_ok"))
+    result = ", ".join(f"{k}={props[k]}" for k in ("SubState", "Result", "ExecMainStatus") if props.get(k))
+    return CheckResult("service", False, say("service_bad", state=state, result=result), say("hint_service"))
+
+
+def service_properties(unit: str = "speaker-node.service") -> dict[str, str] | None:
+    import subprocess
+
+    try:
+        proc = subprocess.run(["systemctl", "show", unit, "--property=LoadState,ActiveState,SubState,Result,"
+                               "ExecMainStatus"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # no systemd here (a laptop, a container)
+    if proc.returncode != 0:
+        return None
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
 # --- modem ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from node.adapters.store import StateStore
 from node.adapters.system_clock import SystemClock
 from node.adapters.systemd_notify import Notifier
 from node.app import NodeApp
-from node.errors import ConfigError, DeviceError, RemoteDataError
+from node.errors import ConfigError, DeviceError, HardwareUnavailable, RemoteDataError
 from node.loop import EventLoop
 from node.service import settings
 from node.trust.commands import Limits
@@ -142,6 +142,8 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
             if cfg.node.simulate:
                 _simulated_inputs_at_rest(pin_factory, cfg)
                 time.sleep(cfg.inputs.debounce * 2 + 0.02)  # let the simulated cabinet settle
+    except HardwareUnavailable:
+        raise
     except DeviceError as exc:
         raise ConfigError([f"relays/inputs: {exc}"]) from None
 

@@ -13,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from node.brokeraddr import loopback_problem
 from node.errors import ConfigError
 from provisioning import pki
 from provisioning.district.certs import Workspace, issue_node_cert
@@ -110,6 +111,7 @@ def create_node(
     servers: list[str] | None = None,
     *,
     replace: bool = False,
+    allow_loopback: bool = False,
 ) -> tuple[Path, str]:
     """Write OUT/<id>/ and register the certificate. Returns (node folder, fingerprint)."""
     district_dir = Path(district_dir)
@@ -118,11 +120,16 @@ def create_node(
     if not trust.is_file():
         raise ConfigError([f"{trust} is missing: the district must sign a trust document first"])
     default_servers, prefix = district_defaults(district_dir)
+    source = "--broker" if servers else f"{district_dir / 'district.toml'}"
     servers = [validate_server(s) for s in (servers or default_servers)]
     if not servers:
         raise ConfigError(
-            ["no broker address: pass --broker host:port or set [broker] servers in district.toml"]
+            ["no broker address: pass --broker host:port (the address nodes reach the district broker at)"]
         )
+    if not allow_loopback:
+        loopback = [p for s in servers if (p := loopback_problem(s))]
+        if loopback:
+            raise ConfigError([f"{source}: {p}; pass --broker HOST:PORT" for p in loopback])
     node_dir = Path(out_dir) / identity.node_id
     if node_dir.exists():
         raise ConfigError([msg("node_exists", path=node_dir)])
@@ -171,7 +178,8 @@ def main(argv: list[str]) -> int:
         "--broker",
         action="append",
         metavar="HOST:PORT",
-        help="broker address (repeat for fallbacks); default from district.toml",
+        help="broker address nodes connect to (repeat for fallbacks); default: district.toml's broker "
+        "(speaker-district init --broker-host); never a loopback address",
     )
     parser.add_argument(
         "--replace",

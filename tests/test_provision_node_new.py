@@ -100,6 +100,34 @@ def test_works_on_a_workspace_made_by_speaker_district_init(tmp_path):
     workspace.init_workspace(tmp_path / "d", broker_hosts=["broker.example.vn"])
     assert new(tmp_path / "d", tmp_path / "out") == 0
     assert (tmp_path / "out" / "27787-03" / "node.crt").exists()
+    # district.toml carries the --broker-host, so the node gets it (not 127.0.0.1)
+    cfg = tomllib.loads((tmp_path / "out" / "27787-03" / "node.toml").read_text())
+    assert cfg["broker"]["servers"] == ["broker.example.vn:8883"]
+
+
+def test_workspace_without_broker_host_gives_no_silent_loopback_default(tmp_path, capsys):
+    from provisioning.district.workspace import init_workspace
+
+    init_workspace(tmp_path / "d")
+    assert new(tmp_path / "d", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "127.0.0.1:8883 is a loopback address" in err and "district.toml" in err and "--broker" in err
+    assert not (tmp_path / "out" / "27787-03").exists()
+    assert new(tmp_path / "d", tmp_path / "out", "--broker", "mqtt.district.example.vn:8883") == 0
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1:8883", "localhost:8883", "[::1]:8883", "0.0.0.0:8883",
+                                    "127.5.6.7:1883"])
+def test_loopback_broker_is_refused(district, tmp_path, capsys, server):
+    assert new(district, tmp_path / "out", "--broker", server) == 2
+    assert "loopback" in capsys.readouterr().err
+
+
+def test_no_broker_anywhere_is_refused(tmp_path, capsys):
+    district = make_district(tmp_path / "district")
+    (district / "district.toml").write_text('district = "test"\n')
+    assert new(district, tmp_path / "out") == 2
+    assert "no broker address" in capsys.readouterr().err
 
 
 def test_existing_node_folder_is_never_overwritten_and_key_never_reused(district, tmp_path, capsys):

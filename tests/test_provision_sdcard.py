@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -16,6 +17,7 @@ from test_provision_support import (
     fat_list,
     fat_read,
     make_district,
+    make_fake_bundle,
     make_pi_image,
 )
 
@@ -54,8 +56,26 @@ def ssh_key(tmp_path):
     return path
 
 
+@pytest.fixture(scope="module")
+def full_bundle(tmp_path_factory):
+    return make_fake_bundle(tmp_path_factory.mktemp("bundle"), archs=("arm64", "armhf"),
+                            pythons=("3.11", "3.13"), releases=("bookworm", "trixie"))
+
+
+@pytest.fixture(autouse=True)
+def _default_bundle(full_bundle, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "DEFAULT_BUNDLE", full_bundle)
+
+
+DEFAULT_BUNDLE = None
+
+
 def provision(*args) -> int:
-    return sdcard.main([str(a) for a in args])
+    """The CLI, with a complete bundle unless the test passes its own."""
+    argv = [str(a) for a in args]
+    if "--bundle" not in argv:
+        argv += ["--bundle", str(DEFAULT_BUNDLE)]
+    return sdcard.main(argv)
 
 
 def test_bookworm_image_gets_identity_units_and_imager_style_hook(image, nodes, ssh_key, capsys):
@@ -202,16 +222,22 @@ def test_private_key_passed_as_ssh_key_is_refused(image, nodes, tmp_path, capsys
     assert fat_read(image, "/speaker-node/identity.json") is None
 
 
-def test_mounted_boot_directory_with_bundle_and_progress(tmp_path, nodes):
+def boot_dir(tmp_path, files=None):
     bootfs = tmp_path / "bootfs"
     bootfs.mkdir()
     (bootfs / "cmdline.txt").write_text(CMDLINE)
     (bootfs / "issue.txt").write_text(BOOKWORM_ISSUE)
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
+    for name, text in (files or {}).items():
+        (bootfs / name).write_text(text)
+    return bootfs
+
+
+def test_mounted_boot_directory_with_bundle_and_progress(tmp_path, nodes):
+    bootfs = boot_dir(tmp_path)
+    bundle = make_fake_bundle(tmp_path / "bundle")
     (bundle / "speaker_node-0.1.0-py3-none-any.whl").write_bytes(b"w" * 3_000_000)
-    (bundle / "pip-24.0-py3-none-any.whl").write_bytes(b"p" * 1000)
-    write_manifest(bundle, ["arm64"], ["3.11"], [])
+    write_manifest(bundle, ["arm64"], ["3.11"], [], {"bookworm-arm64": sorted((bundle / "debs-bookworm-arm64")
+                                                                              .glob("*.deb"))})
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -222,10 +248,10 @@ def test_mounted_boot_directory_with_bundle_and_progress(tmp_path, nodes):
     sdcard.provision_card(
         sdcard.BootDirectory(bootfs), node, os_name="bookworm", bundle=bundle, progress_stream=stream
     )
-    assert (
-        bootfs / "speaker-node" / "bundle" / "speaker_node-0.1.0-py3-none-any.whl"
-    ).stat().st_size == 3_000_000
-    assert (bootfs / "speaker-node" / "bundle" / "manifest.json").exists()
+    on_card = bootfs / "speaker-node" / "bundle"
+    assert (on_card / "speaker_node-0.1.0-py3-none-any.whl").stat().st_size == 3_000_000
+    assert (on_card / "manifest.json").exists()
+    assert sorted(p.name for p in (on_card / "debs").iterdir())[0].startswith("libvlc5_")
     assert "(100%)" in stream.getvalue() and "MB" in stream.getvalue()
     assert tomllib.loads((bootfs / "speaker-node" / "node.toml").read_text())["node"]["id"] == "27787-03"
 
@@ -237,15 +263,107 @@ def test_mounted_boot_directory_with_bundle_and_progress(tmp_path, nodes):
 
 
 def test_tampered_bundle_is_not_copied(tmp_path, nodes):
-    bootfs = tmp_path / "bootfs"
-    bootfs.mkdir()
-    (bootfs / "cmdline.txt").write_text(CMDLINE)
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    (bundle / "x-1-py3-none-any.whl").write_bytes(b"good")
-    write_manifest(bundle, ["arm64"], ["3.11"], [])
-    (bundle / "x-1-py3-none-any.whl").write_bytes(b"evil")
+    bootfs = boot_dir(tmp_path)
+    bundle = make_fake_bundle(tmp_path / "bundle")
+    (bundle / "pyserial-3.5-py2.py3-none-any.whl").write_bytes(b"evil")
     node = sdcard.NodeBundle.load(nodes["27787-03"])
     with pytest.raises(Exception, match="does not match"):
         sdcard.provision_card(sdcard.BootDirectory(bootfs), node, os_name="bookworm", bundle=bundle)
     assert not (bootfs / "speaker-node").exists()
+
+
+def refused(capsys, image, *args) -> str:
+    assert provision("--image", image, *args) == 2
+    err = capsys.readouterr().err
+    assert fat_read(image, "/speaker-node/identity.json") is None and fat_read(image, "/firstrun.sh") is None
+    assert "systemd.run=" not in fat_read(image, "/cmdline.txt").decode()
+    return err
+
+
+def test_card_without_a_bundle_is_refused_and_keeps_no_secrets(image, nodes, capsys):
+    assert sdcard.main(["--image", str(image), "--node", str(nodes["27787-03"])]) == 2
+    assert "--bundle" in capsys.readouterr().err
+    node_dir = nodes["27787-03"]
+    with pytest.raises(Exception, match="no --bundle"):
+        sdcard.provision_card(sdcard.FatImage(image), sdcard.NodeBundle.load(node_dir), os_name="bookworm")
+    assert fat_read(image, "/speaker-node/node.key") is None
+
+
+def test_bundle_without_a_wheel_for_the_image_architecture_is_refused(image, nodes, tmp_path, capsys):
+    armhf_only = make_fake_bundle(tmp_path / "armhf", archs=("armhf",))
+    err = refused(capsys, image, "--node", nodes["27787-03"], "--bundle", armhf_only)
+    assert "no cryptography wheel for arm64 / Python 3.11" in err and "no cffi wheel for arm64" in err
+    assert "no libVLC Debian packages for bookworm arm64" in err
+
+
+def test_bundle_for_another_python_is_refused(tmp_path, nodes, capsys):
+    trixie = make_pi_image(tmp_path / "trixie.img", cloud_init=True, os_codename="trixie", python="3.13",
+                           tmp=tmp_path)
+    bookworm_bundle = make_fake_bundle(tmp_path / "b", pythons=("3.11",), releases=("bookworm",))
+    err = refused(capsys, trixie, "--node", nodes["27787-03"], "--bundle", bookworm_bundle)
+    assert "no cffi wheel for arm64 / Python 3.13" in err and "no libVLC Debian packages for trixie" in err
+
+
+def test_armhf_image_is_read_from_its_root_partition(tmp_path, nodes, capsys):
+    armhf = make_pi_image(tmp_path / "armhf.img", arch="armhf", tmp=tmp_path)
+    assert sdcard.image_target(armhf) == sdcard.Target("armhf", "3.11")
+    err = refused(capsys, armhf, "--node", nodes["27787-03"], "--bundle", make_fake_bundle(tmp_path / "b"))
+    assert "for armhf" in err
+    assert provision("--image", armhf, "--node", nodes["27787-03"]) == 0  # the full bundle has armhf
+
+
+def test_incomplete_bundle_is_refused_by_what_it_misses(image, nodes, tmp_path, capsys):
+    bundle = make_fake_bundle(tmp_path / "b", missing=["cffi>=2.0.0 (needed by cryptography) [armhf]: no wheel"])
+    err = refused(capsys, image, "--node", nodes["27787-03"], "--bundle", bundle)
+    assert "cffi>=2.0.0 (needed by cryptography)" in err
+
+
+def test_loopback_broker_in_the_node_config_is_refused(image, district, tmp_path, capsys):
+    path, _ = create_node(district, make_identity("27787", "760", "75", 9), tmp_path, servers=["127.0.0.1:8883"],
+                          allow_loopback=True)
+    err = refused(capsys, image, "--node", path)
+    assert "127.0.0.1:8883 is a loopback address" in err
+
+
+def test_imager_firstrun_is_kept_and_runs_before_ours(tmp_path, nodes):
+    theirs = "#!/bin/bash\nset +e\necho imager-was-here > \"$MARK\"\nrm -f /boot/firstrun.sh\nexit 0\n"
+    bootfs = boot_dir(tmp_path, {"firstrun.sh": theirs})
+    node = sdcard.NodeBundle.load(nodes["27787-03"])
+    notes = sdcard.provision_card(sdcard.BootDirectory(bootfs), node, os_name="bookworm",
+                                  bundle=make_fake_bundle(tmp_path / "b"))
+    assert any("Imager firstrun.sh" in n for n in notes)
+    assert (bootfs / "speaker-node" / "imager-firstrun.sh").read_text() == theirs
+    assert (bootfs / "firstrun.sh").read_bytes() == (sdcard.FIRSTBOOT_DIR / "firstrun.sh").read_bytes()
+    # run the hook against this directory: theirs first, then ours (a stand-in that records its turn)
+    order = tmp_path / "order"
+    (bootfs / "speaker-node" / "speaker-firstboot.sh").write_text(
+        f'#!/bin/bash\n[ -f "$MARK" ] && echo ours-after-imager > {order}\n')
+    env = {"PATH": "/usr/bin:/bin", "MARK": str(tmp_path / "mark"), "SPEAKER_BOOT": str(bootfs)}
+    subprocess.run(["bash", str(bootfs / "firstrun.sh")], env=env, check=True, timeout=30)
+    assert order.read_text() == "ours-after-imager\n"
+    assert not (bootfs / "firstrun.sh").exists() and "systemd.run" not in (bootfs / "cmdline.txt").read_text()
+    # a second provisioning of the same card does not mistake our hook for the technician's
+    notes = sdcard.provision_card(sdcard.BootDirectory(bootfs), node, os_name="bookworm",
+                                  bundle=make_fake_bundle(tmp_path / "b"))
+    assert notes == []
+
+
+def test_trixie_card_with_imager_cloud_init_settings_is_refused_with_a_reason(tmp_path, nodes):
+    user_data = "#cloud-config\nusers:\n  - name: pi\n    passwd: $6$abc\nwifi: ...\n"
+    bootfs = boot_dir(tmp_path, {"user-data": user_data, "meta-data": "instance-id: rpi\n"})
+    node = sdcard.NodeBundle.load(nodes["27787-03"])
+    with pytest.raises(Exception, match="Imager customisation") as info:
+        sdcard.provision_card(sdcard.BootDirectory(bootfs), node, os_name="trixie",
+                              bundle=make_fake_bundle(tmp_path / "b", releases=("trixie",), pythons=("3.13",)),
+                              target=sdcard.Target("arm64", "3.13"))
+    assert "user-data" in str(info.value)
+    assert (bootfs / "user-data").read_text() == user_data and not (bootfs / "speaker-node").exists()
+
+
+def test_target_detection_rules():
+    assert sdcard.arch_of_elf(b"\x7fELF" + bytes(14) + b"\xb7\x00") == "arm64"
+    assert sdcard.arch_of_elf(b"\x7fELF" + bytes(14) + b"\x28\x00") == "armhf"
+    assert sdcard.arch_of_elf(b"MZ") is None
+    assert sdcard.python_of_listing(["python3", "python3.11", "python3.13", "python3.9"]) == "3.13"
+    assert sdcard.guess_target({"kernel7l.img", "kernel8.img"}, "bookworm") == sdcard.Target("armhf", "3.11")
+    assert sdcard.guess_target({"kernel8.img", "kernel_2712.img"}, "trixie") == sdcard.Target("arm64", "3.13")

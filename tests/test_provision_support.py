@@ -50,6 +50,8 @@ def make_pi_image(
     cloud_init: bool = False,
     os_codename: str | None = None,
     tmp: Path | None = None,
+    arch: str | None = "arm64",
+    python: str = "3.11",
 ) -> Path:
     """MBR + FAT32 boot (cmdline.txt, config.txt, issue.txt) + ext4 root; no root privileges used."""
     tmp = tmp or path.parent
@@ -76,6 +78,12 @@ def make_pi_image(
         run("mcopy", "-i", f"{path}@@{BOOT_START * SECTOR}", staging / name, f"::/{name}", env=MTOOLS_ENV)
     rootfs = tmp / "root-staging"
     (rootfs / "etc").mkdir(parents=True, exist_ok=True)
+    if arch:  # what sdcard reads to learn the card's architecture and Python
+        (rootfs / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+        machine = {"arm64": 0xB7, "armhf": 0x28}[arch]
+        (rootfs / "usr" / "bin" / "dash").write_bytes(b"\x7fELF" + bytes(14) + machine.to_bytes(2, "little")
+                                                      + bytes(44))
+        (rootfs / "usr" / "lib" / f"python{python}").mkdir(parents=True, exist_ok=True)
     if os_codename:
         (rootfs / "etc" / "os-release").write_text(f'PRETTY_NAME="Debian"\nVERSION_CODENAME={os_codename}\n')
     root_kib = (IMAGE_MB * 1024 * 1024 - ROOT_START * SECTOR) // 1024
@@ -118,3 +126,42 @@ def fat_attributes(image: Path, path: str) -> str:
     """mattrib flags (R = read-only, H = hidden, S = system, A = archive): all FAT can tell of a mode."""
     proc = run("mattrib", "-i", f"{image}@@{BOOT_START * SECTOR}", f"::{path}", env=MTOOLS_ENV, text=True)
     return proc.stdout.split("::")[0]
+
+
+# A bundle with the names a real one has (tiny contents): what `sdcard` checks is which wheels and
+# Debian packages are there for which architecture and Python, and their hashes.
+PURE_WHEELS = ("paho_mqtt-2.2.0-py3-none-any.whl", "gpiozero-2.0.1-py3-none-any.whl",
+               "colorzero-2.0-py2.py3-none-any.whl", "pyserial-3.5-py2.py3-none-any.whl",
+               "python_vlc-3.0.21203-py3-none-any.whl", "pip-24.0-py3-none-any.whl",
+               "pycparser-2.22-py3-none-any.whl", "speaker_node-0.1.0-py3-none-any.whl")
+MACHINES = {"arm64": "aarch64", "armhf": "armv7l"}
+
+
+def make_fake_bundle(path: Path, archs=("arm64",), pythons=("3.11",), releases=("bookworm",),
+                     skip: tuple[str, ...] = (), missing: list[str] | None = None) -> Path:
+    from provisioning.bundle import write_manifest
+
+    path.mkdir(parents=True, exist_ok=True)
+    names = list(PURE_WHEELS)
+    for arch in archs:
+        machine = MACHINES[arch]
+        names.append(f"cryptography-44.0.0-cp39-abi3-manylinux_2_31_{machine}.whl")
+        for version in pythons:
+            tag = "cp" + version.replace(".", "")
+            names.append(f"cffi-1.17.1-{tag}-{tag}-linux_{machine}.whl")
+    for name in names:
+        if not name.startswith(skip):
+            (path / name).write_bytes(name.encode())
+    debs = {}
+    for release in releases:
+        for arch in archs:
+            folder = path / f"debs-{release}-{arch}"
+            folder.mkdir(exist_ok=True)
+            files = []
+            for pkg in ("libvlc5_3.0.21-0+deb12u1", "libvlccore9_3.0.21-0+deb12u1", "vlc-plugin-base_3.0.21-0"):
+                deb = folder / f"{pkg}_{arch}.deb"
+                deb.write_bytes(deb.name.encode())
+                files.append(deb)
+            debs[f"{release}-{arch}"] = files
+    write_manifest(path, list(archs), list(pythons), missing or [], debs)
+    return path

@@ -33,7 +33,9 @@ EXPECTED_IDS = [
     "certificate",
     "trust",
     "clock",
+    "service",
     "broker",
+    "libvlc",
     "modem",
     "relay:amplifier",
     "relay:north",
@@ -139,6 +141,7 @@ def failed_ids(results) -> list[str]:
 
 def run_simulated(cfg, **kw):
     factory = kw.pop("pin_factory", None) or simulated_pin_factory(cfg)
+    kw.setdefault("service_props", lambda: RUNNING)
     try:
         if cfg.modem.port == "sim":
             with simulated_modem() as port:
@@ -146,6 +149,9 @@ def run_simulated(cfg, **kw):
         return run_checks(cfg, pin_factory=factory, locale="en", **kw)
     finally:
         factory.reset()
+
+
+RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running"}
 
 
 def test_healthy_simulated_node_passes_every_line(node_config, broker):

@@ -17,7 +17,7 @@ from typing import Callable
 
 from gpiozero import DigitalInputDevice, OutputDevice
 
-from node.errors import DeviceError
+from node.errors import DeviceError, HardwareUnavailable
 
 STANDARD_INPUTS = ("door", "mains", "amp_fault", "relay_feedback")
 AMPLIFIER = "amplifier"
@@ -65,7 +65,7 @@ class RelayBoard:
                                                    initial_value=False, pin_factory=pin_factory)
         except Exception as exc:  # gpiozero raises many types (pin in use, no such pin, no factory)
             self.close()
-            raise DeviceError(f"cannot open relay pins: {exc}") from exc
+            raise HardwareUnavailable(f"cannot open relay pins: {exc}") from exc
         self._zones = list(zones)
 
     @property
@@ -170,7 +170,7 @@ class Inputs:
                 device.when_deactivated = lambda _d, n=name: self._on_edge(n)
         except Exception as exc:
             self.close()
-            raise DeviceError(f"cannot open input pins: {exc}") from exc
+            raise HardwareUnavailable(f"cannot open input pins: {exc}") from exc
 
     def read(self) -> dict[str, bool]:
         """The debounced level of every input (True = active)."""

@@ -136,7 +136,8 @@ class DistrictInABox:
     def add_node(self, commune: str, district: str, province: str, cluster: int, **toml_kw) -> SimulatedNode:
         identity = NodeIdentity(commune=commune, district=district, province=province, cluster=cluster)
         nodes_root = self.dir / "nodes"
-        node_dir, _ = create_node(self.workspace, identity, nodes_root, servers=["127.0.0.1:8883"], replace=True)
+        node_dir, _ = create_node(self.workspace, identity, nodes_root, servers=["127.0.0.1:8883"], replace=True,
+                                   allow_loopback=True)
         node = SimulatedNode(identity.node_id, identity.groups, node_dir, node_dir / "node-sim.toml",
                              node_dir / "state", toml_kw)
         self.nodes[identity.node_id] = node

@@ -79,12 +79,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("--port", type=int, default=8883)
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--prefix", default="spk")
+    p.add_argument("--run-as-root", action="store_true",
+                   help="add 'user root' so a Mosquitto started as root keeps reading the 0600 broker key "
+                        "(otherwise it drops to user mosquitto: make tls/broker.key readable by it)")
     args = p.parse_args(argv)
     if not (Path(args.workspace) / "tls" / "ca.crt").exists():
         print(f"speaker-district: {args.workspace} is not a district workspace (run 'speaker-district init')",
               file=sys.stderr)
         return 2
     # Production: Mosquitto drops to its own user, so DIR/tls/broker.key must be readable by it.
-    conf = write_broker_config(args.workspace, args.out, port=args.port, bind=args.bind, prefix=args.prefix)
+    conf = write_broker_config(args.workspace, args.out, port=args.port, bind=args.bind, prefix=args.prefix,
+                               run_as_root=args.run_as_root)
     print(conf)
+    if not args.run_as_root:
+        print("speaker-district broker-config: Mosquitto started as root drops to user 'mosquitto', which "
+              "cannot read tls/broker.key (0600): pass --run-as-root, or chgrp mosquitto the key and "
+              "chmod 0640 it and its folder", file=sys.stderr)
     return 0

@@ -152,8 +152,11 @@ def init_workspace(
         pki.write_cert(tls / f"{identity}.crt", client_cert)
     pki.write_crl(tls / "crl.pem", pki.build_crl(ca_key, ca_cert, []))
 
+    # The address nodes are given by `speaker-provision node new`: the first --broker-host. Without
+    # one, the district tools on this machine use loopback and `node new` asks for --broker.
+    broker = f"{broker_hosts[0]}:8883" if broker_hosts else "127.0.0.1:8883"
     toml = (f"# speaker-district workspace\ndistrict = {_toml_string(district)}\n"
-            f"broker = \"127.0.0.1:8883\"\ntopic_prefix = \"spk\"\n"
+            f"broker = {_toml_string(broker)}\ntopic_prefix = \"spk\"\n"
             f"broker_hosts = [{', '.join(_toml_string(h) for h in hosts)}]\n")
     pki.atomic_write(directory / "district.toml", toml.encode("utf-8"))
     return Workspace.load(directory)

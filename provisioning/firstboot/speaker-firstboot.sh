@@ -2,25 +2,35 @@
 # speaker-firstboot.sh: turn a fresh Raspberry Pi OS card into speaker node NODE_ID, once.
 #
 # Run by the OS's own first-boot hook (Bookworm: firstrun.sh via systemd.run=; Trixie: cloud-init
-# runcmd) and, if that boot was cut short, again at every boot by speaker-firstboot.service for as long
-# as BOOT/speaker-node/identity.json exists. Every step is idempotent; the last step renames the marker
-# to installed.json, so a half-finished first boot (power cut on the pole) simply runs again.
+# runcmd) and, if that boot was cut short or a step failed, again at every boot by
+# speaker-firstboot.service for as long as BOOT/speaker-node/identity.json exists. Every step is
+# idempotent; the last step renames the marker to installed.json.
 #
-#   speaker-firstboot.sh [--root DIR] [--boot DIR]
+#   speaker-firstboot.sh [--root DIR] [--boot DIR] [--start]
 #
+# --start  start speaker-node.service at the end (cloud-init and the retry unit run inside a boot that
+#          has already decided what to start; the Bookworm hook reboots instead).
 # --root is for tests and image customisation: tools that support it (useradd, systemctl) get it, files
 # are written under DIR, and commands that would touch the running system (hostnamectl) are skipped.
-# Nothing here needs the network: software comes from the offline wheel bundle on the card.
+# Nothing here needs the network: wheels and Debian packages come from the offline bundle on the card.
+#
+# The secrets rule: the node's key leaves the FAT partition first, before any step that can fail.
+# A failure leaves FIRSTBOOT-FAILED.txt on the FAT partition (readable on any laptop), this log
+# (speaker-node/firstboot.log), and blinks the activity LED fast.
 set -euo pipefail
-umask 077
+# System files (venv, units, links) must be readable by the service user and the technician; the
+# secrets get their own explicit modes below. (umask 077 here made the venv unreachable: 203/EXEC.)
+umask 022
 
 ROOT=/
 BOOT=""
+START=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) ROOT="$2"; shift 2 ;;
         --boot) BOOT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --start) START=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "speaker-firstboot: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -33,14 +43,73 @@ CARD="$BOOT/speaker-node"
 ETC="$ROOT/etc/speaker-node"
 VENV=/opt/speaker-node/venv
 LIBDIR=/usr/local/lib/speaker-node
+BINDIR=/usr/local/bin
+CLIS="speaker-node"
 SECRETS="node.key node.crt ca.crt trust.json node.toml"
+FAILED_NOTE="$BOOT/FIRSTBOOT-FAILED.txt"
+STEP="start"
 
-log() { echo "speaker-firstboot: $*"; }
+log() { echo "speaker-firstboot: $(date -u +%H:%M:%S) $*"; }
 die() { echo "speaker-firstboot: ERROR: $*" >&2; exit 1; }
 live() { [ -z "$ROOT" ]; }   # ROOT was "/" and became "" above
+step() { STEP="$1"; log "step: $1"; }
+
+# A failed first boot shows itself: a note on the FAT partition and a fast-blinking activity LED.
+blink_failure() {
+    local led
+    for led in "$ROOT"/sys/class/leds/ACT "$ROOT"/sys/class/leds/led0; do
+        [ -e "$led/trigger" ] || continue
+        echo timer > "$led/trigger" 2>/dev/null || continue
+        echo 100 > "$led/delay_on" 2>/dev/null || true
+        echo 100 > "$led/delay_off" 2>/dev/null || true
+        return 0
+    done
+}
+on_exit() {
+    local status=$?
+    [ "$status" -eq 0 ] && return 0
+    {
+        echo "speaker-node first boot FAILED (khởi động lần đầu THẤT BẠI)"
+        echo "node: ${NODE_ID:-?}  step: $STEP  exit status: $status  time (UTC): $(date -u '+%F %T')"
+        echo "Details: speaker-node/firstboot.log on this partition. It is retried at every boot."
+        echo "Chi tiết: speaker-node/firstboot.log trên phân vùng này. Sẽ thử lại mỗi lần khởi động."
+    } > "$FAILED_NOTE" 2>/dev/null || true
+    blink_failure || true
+    echo "speaker-firstboot: FAILED at step '$STEP' (status $status)" >&2
+    sync || true
+}
+trap on_exit EXIT
 
 [ -f "$CARD/identity.json" ] || { log "no $CARD/identity.json: nothing to do"; exit 0; }
 
+# 0. secrets first: off the FAT partition (world-readable, no owners) into /etc/speaker-node as root
+#    0600 in a root 0700 folder. Nothing before this can fail except the copy itself; the owner and
+#    group for the service user are set once that user exists (step 3).
+step "secrets off the FAT partition"
+mkdir -p "$ETC"
+chmod 0700 "$ETC"
+for name in $SECRETS; do
+    if [ -f "$CARD/$name" ]; then
+        tmp="$(mktemp "$ETC/.$name.XXXXXX")"
+        chmod 0600 "$tmp"
+        cat "$CARD/$name" > "$tmp"
+        sync "$tmp" 2>/dev/null || sync
+        mv -f "$tmp" "$ETC/$name"
+    fi
+done
+sync
+for name in $SECRETS; do
+    # overwrite in place (same clusters), then delete: the card may be lost or reused.
+    if [ -f "$CARD/$name" ] && [ -f "$ETC/$name" ]; then
+        shred --iterations=1 --zero --remove "$CARD/$name" 2>/dev/null || rm -f "$CARD/$name"
+    fi
+done
+sync
+for name in $SECRETS; do
+    [ -f "$ETC/$name" ] || die "$name is neither on the card nor in $ETC"
+done
+
+step "settings"
 setting() { sed -n "s/^$1=//p" "$CARD/firstboot.env" | head -n 1; }
 NODE_ID="$(setting NODE_ID)"
 ADMIN_USER="$(setting ADMIN_USER)"
@@ -50,7 +119,8 @@ TIMEZONE="$(setting TIMEZONE)"
 [[ "$TIMEZONE" =~ ^[A-Za-z_]+/[A-Za-z_+-]+$ ]] || die "bad TIMEZONE '$TIMEZONE'"
 log "provisioning node $NODE_ID (root '${ROOT:-/}', card $CARD)"
 
-# 0. retry path first: if this boot is cut short, speaker-firstboot.service finishes the job later.
+# 1. retry path: if this boot is cut short or a step fails, speaker-firstboot.service runs this again.
+step "retry unit"
 install -d -m 0755 "$ROOT/etc/systemd/system" "$ROOT$LIBDIR"
 install -m 0755 "$CARD/speaker-firstboot.sh" "$ROOT$LIBDIR/speaker-firstboot.sh"
 install -m 0644 "$CARD/units/speaker-firstboot.service" "$ROOT/etc/systemd/system/speaker-firstboot.service"
@@ -63,8 +133,8 @@ gid_of() { sed -n "s/^$1:[^:]*:\([0-9]*\):.*/\1/p" "$ROOT/etc/group"; }
 own() { local who="$1"; shift; chown "$(uid_of "$who" || true):$(gid_of "$who" || true)" "$@" 2>/dev/null \
         || chown "$who:$who" "$@"; }
 
-# 1. hostname and time zone ----------------------------------------------------------------------
-mkdir -p "$ROOT/etc"
+# 2. hostname and time zone ----------------------------------------------------------------------
+step "hostname and time zone"
 echo "$NODE_ID" > "$ROOT/etc/hostname"
 chmod 0644 "$ROOT/etc/hostname"
 if [ -f "$ROOT/etc/hosts" ] && grep -q '^127\.0\.1\.1' "$ROOT/etc/hosts"; then
@@ -73,12 +143,13 @@ else
     printf '127.0.1.1\t%s\n' "$NODE_ID" >> "$ROOT/etc/hosts"
 fi
 chmod 0644 "$ROOT/etc/hosts"
-if live; then hostnamectl set-hostname "$NODE_ID" || hostname "$NODE_ID" || true; fi
+if live; then hostnamectl set-hostname "$NODE_ID" 2>/dev/null || hostname "$NODE_ID" || true; fi
 ln -sfn "/usr/share/zoneinfo/$TIMEZONE" "$ROOT/etc/localtime"
 echo "$TIMEZONE" > "$ROOT/etc/timezone"
 chmod 0644 "$ROOT/etc/timezone"
 
-# 2. users: the service account and the technician's key-only login ------------------------------
+# 3. users: the service account and the technician's key-only login ------------------------------
+step "users"
 for group in gpio audio dialout; do
     has_line "$group" "$ROOT/etc/group" || groupadd --root "${ROOT:-/}" --system "$group"
 done
@@ -88,6 +159,10 @@ if ! has_line speaker "$ROOT/etc/passwd"; then
 else
     usermod --root "${ROOT:-/}" --append --groups gpio,audio,dialout speaker
 fi
+# The service reads its secrets as User=speaker: folder root:speaker 0750, files speaker 0600.
+for name in $SECRETS; do own speaker "$ETC/$name"; chmod 0600 "$ETC/$name"; done
+chown "0:$(gid_of speaker || echo speaker)" "$ETC" 2>/dev/null || chown root:speaker "$ETC"
+chmod 0750 "$ETC"
 if [ -s "$CARD/authorized_keys" ]; then
     if ! has_line "$ADMIN_USER" "$ROOT/etc/passwd"; then
         # '*' = no password at all (not "locked"): sshd still accepts the key, nothing accepts a password.
@@ -115,44 +190,66 @@ chmod 0644 "$ROOT/etc/ssh/sshd_config.d/10-speaker-node.conf"
 # The console "create a user" wizard would otherwise wait on tty1 of a headless pole.
 systemctl --root "${ROOT:-/}" disable userconfig.service 2>/dev/null || true
 
-# 3. software from the offline bundle (never PyPI on the pole) -----------------------------------
+# 4. libVLC from the Debian packages on the card (Raspberry Pi OS Lite has none) ------------------
+# Only packages that are absent or older than the carried version are installed, with apt resolving
+# the order among the local files: nothing is downloaded and nothing on the image is downgraded.
+step "Debian packages (libVLC) from the card"
+DEBS="$CARD/bundle/debs"
+if [ -d "$DEBS" ] && ls "$DEBS"/*.deb >/dev/null 2>&1; then
+    wanted=()
+    for deb in "$DEBS"/*.deb; do
+        read -r pkg ver arch < <(dpkg-deb -W --showformat='${Package} ${Version} ${Architecture}\n' "$deb")
+        [ "$arch" = all ] && qual="$pkg" || qual="$pkg:$arch"
+        have="$(dpkg-query --root="${ROOT:-/}" -W -f='${db:Status-Abbrev} ${Version}' "$qual" 2>/dev/null || true)"
+        if [[ "$have" == ii* ]] && dpkg --compare-versions "${have##* }" ge "$ver"; then continue; fi
+        wanted+=("$deb")
+    done
+    if [ "${#wanted[@]}" -gt 0 ]; then
+        log "installing ${#wanted[@]} Debian packages from $DEBS"
+        if live; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download --no-install-recommends \
+                -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${wanted[@]}"
+        else
+            # an image being customised: apt and the maintainer scripts run inside it
+            stage="/var/cache/speaker-node/debs"
+            install -d -m 0755 "$ROOT$stage"
+            inside=()
+            for deb in "${wanted[@]}"; do cp -f "$deb" "$ROOT$stage/"; inside+=("$stage/$(basename "$deb")"); done
+            DEBIAN_FRONTEND=noninteractive chroot "$ROOT" apt-get install -y -q --no-download \
+                --no-install-recommends "${inside[@]}"
+            rm -rf "${ROOT:?}$stage"
+        fi
+    else
+        log "Debian packages on the card are already installed"
+    fi
+fi
+
+# 5. software from the offline wheel bundle (never PyPI on the pole) -----------------------------
+step "wheels from the card"
 if [ ! -x "$ROOT$VENV/bin/speaker-node" ]; then
     [ -d "$CARD/bundle" ] || die "no offline bundle in $CARD/bundle and speaker-node is not installed"
     pip_wheel="$(ls "$CARD"/bundle/pip-*.whl 2>/dev/null | head -n 1 || true)"
-    mkdir -p "$ROOT/opt/speaker-node"
+    rm -rf "$ROOT$VENV"   # a venv half-made by a cut-short boot
+    install -d -m 0755 "$ROOT/opt/speaker-node"
     # system site packages: gpiozero's pin backend (python3-lgpio) comes from Raspberry Pi OS.
     if [ -n "$pip_wheel" ]; then
         python3 -m venv --system-site-packages --without-pip "$ROOT$VENV"
         "$ROOT$VENV/bin/python" "$pip_wheel/pip" install --no-index --find-links "$CARD/bundle" \
-            --no-cache-dir speaker-node
+            --no-cache-dir --disable-pip-version-check --no-warn-script-location speaker-node
     else
         python3 -m venv --system-site-packages "$ROOT$VENV"
         "$ROOT$VENV/bin/python" -m pip install --no-index --find-links "$CARD/bundle" \
-            --no-cache-dir speaker-node
+            --no-cache-dir --disable-pip-version-check speaker-node
     fi
 fi
+# Readable and traversable by everyone (a venv from an older first boot may have been made 077).
+chmod -R u+rwX,go+rX,go-w "$ROOT/opt/speaker-node"
+# The technician's commands on PATH, with and without sudo (secure_path has /usr/local/bin).
+install -d -m 0755 "$ROOT$BINDIR"
+for cli in $CLIS; do ln -sfn "$VENV/bin/$cli" "$ROOT$BINDIR/$cli"; done
 
-# 4. secrets: off the FAT partition (world-readable, no owners) into /etc/speaker-node -----------
-install -d -m 0750 "$ETC"
-chown "0:$(gid_of speaker || echo speaker)" "$ETC" 2>/dev/null || chown root:speaker "$ETC"
-for name in $SECRETS; do
-    if [ -f "$CARD/$name" ]; then
-        tmp="$(mktemp "$ETC/.$name.XXXXXX")"
-        cat "$CARD/$name" > "$tmp"
-        chmod 0600 "$tmp"
-        own speaker "$tmp"
-        sync "$tmp" 2>/dev/null || sync
-        mv -f "$tmp" "$ETC/$name"
-    fi
-    [ -f "$ETC/$name" ] || die "$name is neither on the card nor in $ETC"
-done
-sync
-for name in $SECRETS; do
-    # overwrite in place (same clusters), then delete: the card may be lost or reused.
-    if [ -f "$CARD/$name" ]; then shred --iterations=1 --zero --remove "$CARD/$name"; fi
-done
-
-# 5. systemd units and drop-ins ---------------------------------------------------------------
+# 6. systemd units and drop-ins ---------------------------------------------------------------
+step "units"
 install -d -m 0755 "$ROOT/etc/systemd/journald.conf.d" "$ROOT/etc/systemd/system.conf.d"
 install -m 0644 "$CARD/units/speaker-node.service" "$ROOT/etc/systemd/system/speaker-node.service"
 install -m 0644 "$CARD/units/journald-speaker.conf" "$ROOT/etc/systemd/journald.conf.d/speaker-node.conf"
@@ -168,12 +265,25 @@ if [ -f "$ROOT/etc/systemd/system/speaker-reboot.path" ]; then
     systemctl --root "${ROOT:-/}" enable speaker-reboot.path
 fi
 
-# 6. remove our hook and mark the card done -----------------------------------------------------
+# 7. prove the service user can run what the unit runs (the 203/EXEC class of failure) ------------
+step "service user check"
+if live; then
+    runuser -u speaker -- "$VENV/bin/speaker-node" --version \
+        || die "user speaker cannot run $VENV/bin/speaker-node (modes under /opt/speaker-node?)"
+    runuser -u speaker -- test -r /etc/speaker-node/node.key || die "user speaker cannot read its key"
+fi
+
+# 8. remove our hook and mark the card done -----------------------------------------------------
+step "finish"
 if [ -f "$BOOT/cmdline.txt" ] && grep -q 'systemd.run=' "$BOOT/cmdline.txt"; then
     sed -i -e 's| systemd\.run=[^ ]*||g' -e 's| systemd\.run_success_action=[^ ]*||g' \
         -e 's| systemd\.unit=kernel-command-line\.target||g' "$BOOT/cmdline.txt"
 fi
-rm -f "$BOOT/firstrun.sh"
+rm -f "$BOOT/firstrun.sh" "$FAILED_NOTE"
 mv -f "$CARD/identity.json" "$CARD/installed.json"
 sync
+if live && [ "$START" = 1 ]; then
+    # --no-block: the retry unit is ordered Before=speaker-node.service.
+    systemctl start --no-block speaker-node.service || log "warning: could not start speaker-node.service"
+fi
 log "node $NODE_ID provisioned"
