@@ -131,8 +131,8 @@ def download_command(out: Path, arch: str, version: str, requirement: str, extra
 
 def project_wheel_command(out: Path, python: str = sys.executable) -> list[str]:
     # setup.py builds one of two distributions: the node's (the only one the Pi carries) by default
-    return ["env", "SPEAKER_DISTRIBUTION=node", python, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--wheel-dir", str(out),
-            str(PROJECT_ROOT)]
+    return ["env", "SPEAKER_DISTRIBUTION=node", python, "-m", "pip", "wheel", "--disable-pip-version-check",
+            "--no-deps", "--wheel-dir", str(out), str(PROJECT_ROOT)]
 
 
 def download_commands(out: Path, archs: list[str], pythons: list[str], extra_index: list[str],

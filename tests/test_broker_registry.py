@@ -28,7 +28,8 @@ def test_revoked_node_is_refused_by_the_shipped_broker_config_and_loses_its_acl(
     nodes = {}
     for cluster in (1, 2):
         ident = NodeIdentity(commune="27787", district="760", province="75", cluster=cluster)
-        nodes[ident.node_id], _ = create_node(ws, ident, tmp_path / "nodes")
+        # a broker on this machine: loopback is right here
+        nodes[ident.node_id], _ = create_node(ws, ident, tmp_path / "nodes", allow_loopback=True)
     assert read_registry(ws) == {"27787-01": ["c27787", "d760", "p75"], "27787-02": ["c27787", "d760", "p75"]}
     with LocalBroker(ws, tmp_path / "broker") as broker:     # ACL and CRL from the registry
         acl = (tmp_path / "broker" / "acl").read_text()

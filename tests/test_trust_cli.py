@@ -68,7 +68,8 @@ def test_init_creates_the_documented_workspace(workspace):
     for name in ("ca", "broker", "district"):
         assert stat.S_IMODE((workspace / "tls" / f"{name}.key").stat().st_mode) == 0o600
     toml = (workspace / "district.toml").read_text()
-    assert 'broker = "127.0.0.1:8883"' in toml and 'topic_prefix = "spk"' in toml
+    # the first --broker-host is what nodes are given (issue 10: no silent loopback default)
+    assert 'broker = "broker.example:8883"' in toml and 'topic_prefix = "spk"' in toml
 
 
 def test_init_trust_document_has_roles_thresholds_and_root(workspace):
