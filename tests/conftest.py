@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
+# A handler exception in the node's loop fails the test (node/loop.py): strict in this process and in
+# every daemon the tests start (they inherit the environment). Tests of the production behaviour
+# (report handler_failed, keep running) construct their loop with strict=False.
+os.environ.setdefault("SPEAKER_NODE_STRICT_LOOP", "1")
+
 from support import NODES, make_tls_workspace  # noqa: E402
 
 from provisioning.district.localbroker import LocalBroker  # noqa: E402

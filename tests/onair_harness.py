@@ -166,10 +166,18 @@ enabled = false
     def pin(self, number: int) -> bool:
         return bool(self.pins.pin(number).state)
 
-    def close(self) -> None:
+    def bug_reports(self) -> list[dict]:
+        """Events that mean a bug in the node, whatever the test sent: a handler that raised (only
+        possible with a non-strict loop) or a verifier check that crashed (internal_error)."""
+        return [e for e in self.events() if e["type"] == "handler_failed"
+                or (e["type"] == "rejected" and e["data"].get("reason") == "internal_error")]
+
+    def close(self, *, expect_bug_reports: bool = False) -> None:
         self.app.loop.stop()
         self.app.shutdown()
         self.app.close()
+        if not expect_bug_reports:
+            assert self.bug_reports() == [], "the node reported a bug of its own"
 
 
 def _player_for(node: VirtualNode):

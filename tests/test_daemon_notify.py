@@ -48,14 +48,40 @@ def test_notifier_sends_datagrams_and_abstract_addresses_work(notify_socket):
     assert Notifier({}).notify("READY=1") is False
 
 
+class Hang:
+    """Posted to the loop: its handler blocks until released (a hung loop)."""
+
+    def __init__(self, release: threading.Event):
+        self.entered, self.release = threading.Event(), release
+
+    def handle(self):
+        self.entered.set()
+        self.release.wait(5)
+
+
 def test_hung_loop_stops_watchdog_pings(notify_socket, tmp_path, district_ws):
     path, sock = notify_socket
     cfg = load_config(write_node_config(tmp_path / "n.toml", district_ws, "27787-01", ["127.0.0.1:1"]))
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})  # ping every 0.1 s
-    app = build_app(cfg, notifier=notifier, make_broker=lambda **kw: FakeBroker(**kw))
-    app.start()
-    runner = threading.Thread(target=app.loop.run, daemon=True)
+    started, apps = threading.Event(), []
+
+    def node_thread():
+        # Built, started, run and stopped on one thread, as the daemon does (the state store is SQLite,
+        # bound to the thread that opened it); the test only posts events into it.
+        app = build_app(cfg, notifier=notifier, make_broker=lambda **kw: FakeBroker(**kw))
+        app.loop.on(Hang, Hang.handle)
+        apps.append(app)
+        try:
+            app.start()
+            started.set()
+            app.loop.run()
+        finally:
+            app.shutdown()
+            app.close()
+
+    runner = threading.Thread(target=node_thread, daemon=True)
     runner.start()
+    assert started.wait(10)
     try:
         healthy = _collect(sock, 0.6)
         assert healthy[0][1].startswith("READY=1") or any(m.startswith("READY=1") for _, m in healthy)
@@ -63,16 +89,17 @@ def test_hung_loop_stops_watchdog_pings(notify_socket, tmp_path, district_ws):
         assert len(pings) >= 3
 
         release = threading.Event()
-        app.loop.call_later(0, lambda: release.wait(5))  # a handler that never returns (a hung loop)
-        time.sleep(0.15)
+        hang = Hang(release)
+        apps[0].loop.post(hang)
+        assert hang.entered.wait(5)
+        _collect(sock, 0.1)  # a ping already on its way when the loop hung
         hung = _collect(sock, 0.8)
         assert [m for _, m in hung if m == "WATCHDOG=1"] == []
         release.set()
         recovered = _collect(sock, 0.5)
         assert any(m == "WATCHDOG=1" for _, m in recovered)
     finally:
-        app.loop.stop()
+        apps[0].loop.stop()
         runner.join(5)
-        app.shutdown()
-        app.close()
+    assert not runner.is_alive()
     assert any(m == "STOPPING=1" for _, m in _collect(sock, 0.2))

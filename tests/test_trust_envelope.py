@@ -11,7 +11,7 @@ import pytest
 from node.errors import RemoteDataError
 from node.trust import keys as ed25519
 from node.trust.durations import format_time, parse_duration, parse_time
-from node.trust.envelope import PAYLOAD_COMMAND, pae, parse_envelope, peek_payload_type, sign_envelope
+from node.trust.envelope import PAYLOAD_COMMAND, pae, parse_envelope, sign_envelope
 from node.trust.reasons import BY_CODE, TABLE
 
 # The worked example printed in docs/protocol.md; another implementation must reproduce these bytes.
@@ -65,12 +65,6 @@ def test_bad_envelopes_are_rejected_with_stable_reasons(data, reason):
     with pytest.raises(RemoteDataError) as info:
         parse_envelope(data)
     assert info.value.reason == reason
-
-
-def test_peek_payload_type_says_which_verifier_to_call():
-    envelope = sign_envelope(PAYLOAD_COMMAND, b"{}", [ed25519.from_seed(SEED)])
-    assert peek_payload_type(envelope) == PAYLOAD_COMMAND
-    assert peek_payload_type(b"garbage") is None
 
 
 def test_verify_refuses_wrong_sizes_without_raising():

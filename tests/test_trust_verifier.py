@@ -259,11 +259,46 @@ def test_oversized_envelope_is_rejected_before_parsing():
     assert_rejected(verify(play(), limits=Limits(max_envelope_bytes=100)), "too_large")
 
 
-@pytest.mark.parametrize("garbage", [
-    b"", b"null", b"[]", b'"x"', b"\xff\xfe", b"[" * 5000 + b"]" * 5000, b'{"payloadType":1}',
-    b'{"payloadType":"x","payload":"!!","signatures":[]}', "not bytes", None, 12,
+@pytest.mark.parametrize("garbage,detail", [
+    (b"", "envelope: not valid JSON"),
+    (b"null", "envelope must be a JSON object"),
+    (b"[]", "envelope must be a JSON object"),
+    (b'"x"', "envelope must be a JSON object"),
+    (b"\xff\xfe", "envelope: not UTF-8"),
+    (b"[" * 5000 + b"]" * 5000, "envelope: nested too deeply"),
+    (b'{"payloadType":1}', "envelope.payloadType must be a string"),
+    (b'{"payloadType":"x","payload":"!!","signatures":[]}', "envelope.payload is not valid base64"),
+    ("not bytes", "envelope must be bytes"),
+    (None, "envelope must be bytes"),
+    (12, "envelope must be bytes"),
 ])
-def test_garbage_never_raises(garbage):
+def test_garbage_is_malformed_with_the_parser_s_own_detail(garbage, detail):
+    # The parser's typed error, named exactly: a check that goes missing turns into another detail or into
+    # internal_error, and this test notices.
     decision = verify(garbage)
-    assert isinstance(decision, Rejected)
-    assert decision.reason in ("malformed", "too_large", "unsupported_type")
+    assert_rejected(decision, "malformed")
+    assert decision.detail.startswith(detail), decision
+
+
+def test_a_bug_inside_a_check_is_internal_error_not_malformed(monkeypatch):
+    import node.trust.verifier as verifier
+
+    def broken_check(*args):
+        raise KeyError("roles")  # what a typo in a check looks like
+
+    monkeypatch.setattr(verifier, "_check_targets", broken_check)
+    decision = verify(play())
+    assert_rejected(decision, "internal_error")
+    assert decision.detail.startswith("KeyError at test_trust_verifier.py:"), decision
+
+
+def test_a_bug_in_the_trust_update_path_is_internal_error_too(monkeypatch):
+    import node.trust.verifier as verifier
+    from node.trust.verifier import verify_message
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'version'")
+
+    monkeypatch.setattr(verifier, "trust_update_from_envelope", broken)
+    decision = verify_message(V.trust_envelope(), trust=TRUST, node_id=V.NODE_ID, now=NOW)
+    assert_rejected(decision, "internal_error")

@@ -1,6 +1,8 @@
 """Command intake: every message from the broker passes here, and only here.
 
-  bytes -> size cap -> pure verifier (node.trust) -> persist (seen id / document) -> act
+  bytes -> size cap -> pure verifier (node.trust.verifier.verify_message) -> persist (seen id / document) -> act
+
+The raw bytes go to the verifier and nowhere else: intake never parses an envelope itself.
 
 The verifier decides; this class only persists what was accepted *before* acting on it (so a power cut
 can never replay it), turns rejections into rate-limited events, and keeps the trust chain and the
@@ -20,10 +22,9 @@ from node.errors import RemoteDataError
 from node.service.ratelimit import TokenBucket
 from node.trust import reasons
 from node.trust.commands import Limits
-from node.trust.envelope import PAYLOAD_TRUST, parse_envelope
 from node.trust.time_trust import ClockTrust
 from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_update
-from node.trust.verifier import Accepted, Rejected, verify_command
+from node.trust.verifier import Accepted, Rejected, TrustAccepted, verify_message
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ class TrustKeeper:
                 # Typically: the SD card was re-provisioned with a newer root document. Keep what verifies.
                 log.warning("stored trust update skipped: %s", exc)
 
-    def update(self, envelope: bytes, now_or_floor: dt.datetime) -> TrustDocument:
-        new = verify_trust_update(envelope, current_trust=self.document, now_or_floor=now_or_floor)
+    def adopt(self, new: TrustDocument, envelope: bytes, now_or_floor: dt.datetime) -> TrustDocument:
+        """Persist and use a document the verifier accepted against the current one (verify_message)."""
         chain = self.store.get("trust_chain", [])
         chain.append([now_or_floor.isoformat(), base64.b64encode(envelope).decode()])
         # The whole chain: re-verification at start-up walks it from the provisioned root, and a root
@@ -117,18 +118,13 @@ class CommandIntake:
         now = self.observe_clock()
         if len(payload) > self.max_message_bytes:
             return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{len(payload)} bytes"))
-        try:
-            envelope = parse_envelope(payload, max_bytes=self.max_message_bytes,
-                                      max_signatures=self.limits.max_signatures)
-        except RemoteDataError as exc:
-            return self._rejected(topic, Rejected(exc.reason, exc.detail))
-        if envelope.payload_type == PAYLOAD_TRUST:
-            return self._trust_update(topic, payload, now)
-        result = verify_command(
+        result = verify_message(
             payload, trust=self.trust.document, node_id=self.node_id, groups=self.groups, topic=topic, now=now,
             seen=self.store.seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor)
         if isinstance(result, Rejected):
             return self._rejected(topic, result)
+        if isinstance(result, TrustAccepted):
+            return self._trust_accepted(result, payload)
         return self._accepted(topic, result, payload)
 
     def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> IntakeDecision:  # noqa: C901
@@ -165,19 +161,18 @@ class CommandIntake:
         self.emit("accepted", {"command_id": command.id, "command": command.type, "level": command.level})
         return self._note(IntakeDecision("accepted", None, command.id, command.type))
 
-    def _trust_update(self, topic: str, payload: bytes, now: dt.datetime | None) -> IntakeDecision:
-        try:
-            doc = self.trust.update(payload, now or self.clock_trust.floor)
-        except RemoteDataError as exc:
-            return self._rejected(topic, Rejected(exc.reason, exc.detail, report=reasons.is_reported(exc.reason)))
+    def _trust_accepted(self, accepted: TrustAccepted, payload: bytes) -> IntakeDecision:
+        doc = self.trust.adopt(accepted.document, payload, accepted.at)
         log.info("trust document version %d accepted", doc.version)
         self.emit("trust_updated", {"version": doc.version, "expires": doc.expires.isoformat()})
         return self._note(IntakeDecision("accepted", None, None, "trust"))
 
     def _rejected(self, topic: str, rejected: Rejected) -> IntakeDecision:
         outcome = "rejected" if rejected.report else "ignored"
-        log.log(logging.WARNING if rejected.report else logging.DEBUG, "%s message on %s: %s %s", outcome, topic,
-                rejected.reason, rejected.detail)
+        level = logging.WARNING if rejected.report else logging.DEBUG
+        if rejected.reason == reasons.INTERNAL_ERROR:
+            level = logging.ERROR  # a bug in the verifier, not a bad sender
+        log.log(level, "%s message on %s: %s %s", outcome, topic, rejected.reason, rejected.detail)
         if rejected.report and self.rejections.allow(self.clock.monotonic()):
             data = {"reason": rejected.reason, "keyid": rejected.keyid, "command_id": rejected.command_id,
                     "topic": topic, "detail": rejected.detail[:200] or None}

@@ -11,6 +11,7 @@ import logging
 import sqlite3
 
 from node.adapters.broker import MessageReceived
+from node.loop import HandlerFailed
 from node.playback.player import PlayerEvent
 from node.playback.records import PlayRecord
 from node.playback.relays import InputChanged
@@ -106,6 +107,10 @@ class NodeParts:
         loop.on(ModemReading, self._on_modem)
         loop.on(LadderDone, lambda ev: self.emit_event("recovery_step_done", {"step": ev.step, "ok": ev.ok,
                                                                                "detail": ev.detail or None}))
+        # A bug in a handler (the loop kept running): the district hears of it (docs/heartbeat.md).
+        loop.on(HandlerFailed, lambda ev: self.emit_event("handler_failed", {"handler": ev.handler,
+                                                                             "event": ev.event, "error": ev.error,
+                                                                             "where": ev.where}))
         events_topic = app.topics.events
         self.pump = OutboxPump(self.outbox, lambda payload: app.broker.publish(events_topic, payload, qos=1))
 

@@ -123,14 +123,6 @@ def parse_envelope(
     return Envelope(payload_type, payload, tuple(signatures))
 
 
-def peek_payload_type(data: bytes, *, max_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES) -> str | None:
-    """Which verifier to call (command or trust update); None when the bytes are not an envelope."""
-    try:
-        return parse_envelope(data, max_bytes=max_bytes, max_signatures=10**6).payload_type
-    except RemoteDataError:
-        return None
-
-
 def encode_envelope(payload_type: str, payload: bytes, signatures: list[tuple[str, bytes]]) -> bytes:
     document = {
         "payloadType": payload_type,

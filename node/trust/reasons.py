@@ -47,6 +47,7 @@ AUDIO_URL_REFUSED = "audio_url_refused"
 AUDIO_TOO_MANY_REDIRECTS = "audio_too_many_redirects"
 CACHE_FULL = "cache_full"
 DOWNLOAD_FAILED = "download_failed"
+INTERNAL_ERROR = "internal_error"
 
 TABLE: tuple[Reason, ...] = (
     Reason(TOO_LARGE, True, "the envelope is bigger than the configured maximum; not parsed"),
@@ -82,6 +83,9 @@ TABLE: tuple[Reason, ...] = (
     Reason(AUDIO_TOO_MANY_REDIRECTS, True, "more than 3 redirects while downloading audio"),
     Reason(CACHE_FULL, True, "the audio cache cannot take the file without evicting content the schedule needs"),
     Reason(DOWNLOAD_FAILED, True, "the audio could not be fetched (TLS, HTTP error, timeouts) after every retry"),
+    Reason(INTERNAL_ERROR, True, "a bug in the node's verifier (an unexpected exception while checking): the "
+                                 "message is refused; detail names the exception and where. Never the sender's "
+                                 "fault alone: file a bug with the message"),
 )
 
 BY_CODE: dict[str, Reason] = {reason.code: reason for reason in TABLE}

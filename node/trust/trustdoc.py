@@ -211,14 +211,23 @@ def verify_trust_update(
     `now_or_floor` is the trusted time, or the persisted time floor when the clock is untrusted: a root
     rotation must still reach a node whose clock is wrong, and the floor can only make expiry stricter.
     """
-    envelope = _parse_trust_envelope(envelope_bytes)
+    return trust_update_from_envelope(_parse_trust_envelope(envelope_bytes), bytes(envelope_bytes),
+                                      current_trust=current_trust, now_or_floor=now_or_floor)
+
+
+def trust_update_from_envelope(
+    envelope: Envelope, envelope_bytes: bytes, *, current_trust: TrustDocument, now_or_floor: dt.datetime
+) -> TrustDocument:
+    """verify_trust_update for an envelope already parsed (by the verifier's one envelope parse)."""
+    if envelope.payload_type != PAYLOAD_TRUST:
+        raise RemoteDataError(reasons.UNSUPPORTED_TYPE, f"expected {PAYLOAD_TRUST}")
     signers = root_signers(envelope, current_trust.root_keys, current_trust.revoked)
     if len(signers) < current_trust.root_threshold:
         raise RemoteDataError(reasons.ROOT_THRESHOLD_NOT_MET,
                               f"{len(signers)} of {current_trust.root_threshold} current root signatures")
     if envelope.payload == current_trust.payload:
         raise RemoteDataError(reasons.DUPLICATE, f"trust version {current_trust.version} again")
-    document = parse_trust_body(envelope.payload, bytes(envelope_bytes))
+    document = parse_trust_body(envelope.payload, envelope_bytes)
     if document.version <= current_trust.version:
         raise RemoteDataError(reasons.ROLLBACK,
                               f"trust version {document.version} <= current {current_trust.version}")

@@ -1,14 +1,22 @@
-"""The verifier: bytes in, Accepted or Rejected out. Pure: no IO, no clock reads, never raises.
+"""The verifier: bytes in, Accepted, TrustAccepted or Rejected out. Pure: no IO, no clock reads, never raises.
+
+verify_message is the one entry point for everything from the broker (commands and trust updates): the
+envelope is parsed once, here. verify_command is the same for commands only (USB manifests, vectors).
 
 Order of checks (each stops at the first failure):
   size -> envelope -> signatures (crypto only) -> command parse -> targets -> clock -> trust expiry
   -> key validity -> roles/thresholds -> freshness -> validity cap -> replay -> versions.
 Nothing inside the payload is looked at before at least one signature by a known key verifies.
+
+Only the parsers' typed errors (RemoteDataError) become their reason code (`malformed`, ...). Any other
+exception is a bug in a check: the message is refused with its own reason, `internal_error`, which every
+test and fuzzer treats as a failure (STYLE.md point 11) - never folded into `malformed`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import traceback
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 
@@ -16,8 +24,8 @@ from node.errors import RemoteDataError
 from node.trust import keys as ed25519
 from node.trust import reasons
 from node.trust.commands import DEFAULT_LIMITS, Command, Limits, StopBody, parse_command
-from node.trust.envelope import PAYLOAD_COMMAND, Envelope, parse_envelope
-from node.trust.trustdoc import TrustDocument, TrustedKey
+from node.trust.envelope import PAYLOAD_COMMAND, PAYLOAD_TRUST, Envelope, parse_envelope
+from node.trust.trustdoc import TrustDocument, TrustedKey, trust_update_from_envelope
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,20 @@ class Accepted:
     keyids: tuple[str, ...]
     remember_until: dt.datetime     # keep command.id in the seen-ids store at least until then
     roles: frozenset[str] = frozenset()   # every role proven by the valid signers
+
+    decision = "accepted"
+
+    @property
+    def report(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class TrustAccepted:
+    """A newer trust document, verified against the one in force (the caller persists it)."""
+
+    document: TrustDocument
+    at: dt.datetime                 # the trusted time (or the floor) it was checked at
 
     decision = "accepted"
 
@@ -129,6 +151,26 @@ def _is_seen(seen, command_id: str) -> bool:
     return command_id in seen
 
 
+def verify_message(
+    envelope_bytes: bytes,
+    *,
+    trust: TrustDocument,
+    node_id: str,
+    groups=(),
+    topic: str | None = None,
+    now: dt.datetime | None,
+    seen: Callable[[str], bool] | Container[str] | None = None,
+    versions: Mapping[str, int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    floor: dt.datetime | None = None,
+) -> Accepted | TrustAccepted | Rejected:
+    """Decide one message from the broker: a command (see verify_command) or a trust update, which is
+    checked at `now`, or at the persisted `floor` when the clock is untrusted (a root rotation must
+    still reach a node whose clock is wrong; the floor can only make expiry stricter). Never raises."""
+    return _decide(lambda: _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen,
+                                   versions or {}, limits, floor, accept_trust=True))
+
+
 def verify_command(
     envelope_bytes: bytes,
     *,
@@ -148,18 +190,29 @@ def verify_command(
     `now` None means the clock is untrusted: every command is rejected clock_untrusted, except a time
     beacon when `floor` (the persisted time floor) is given: it is checked at its own time instead.
     """
+    return _decide(lambda: _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen,
+                                   versions or {}, limits, floor, accept_trust=False))
+
+
+def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected]) -> Accepted | TrustAccepted | Rejected:
     try:
-        return _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen, versions or {},
-                       limits, floor)
+        return verify()
     except RemoteDataError as exc:
         return reject(exc.reason, exc.detail, exc.context.get("keyid"), exc.context.get("command_id"))
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
-        # A bug in a check must still fail closed, and visibly.
-        return reject(reasons.MALFORMED, f"unexpected {type(exc).__name__}: {str(exc)[:80]}")
+    except Exception as exc:  # noqa: BLE001 - a bug in a check: fail closed, under its own reason
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+        return reject(reasons.INTERNAL_ERROR, f"{type(exc).__name__} at {where}: {str(exc)[:80]}")
 
 
-def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, floor):
+def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, floor, *, accept_trust):
     envelope = parse_envelope(data, max_bytes=limits.max_envelope_bytes, max_signatures=limits.max_signatures)
+    if envelope.payload_type == PAYLOAD_TRUST and accept_trust:
+        at = now or floor
+        if at is None:
+            return reject(reasons.CLOCK_UNTRUSTED, "no trusted time and no time floor on this node")
+        return TrustAccepted(trust_update_from_envelope(envelope, bytes(data), current_trust=trust,
+                                                        now_or_floor=at), at)
     if envelope.payload_type != PAYLOAD_COMMAND:
         return reject(reasons.UNSUPPORTED_TYPE, f"{envelope.payload_type} is not a command")
     signers, problems = _crypto_signers(envelope, trust)
