@@ -36,6 +36,7 @@ class NodeApp:
         self.link = LinkState(down_since=clock.monotonic())
         self.birth = birth
         self.parts = parts  # intake, on-air, health, outbox: node.service.parts.NodeParts
+        self.status_published = False    # a full status reached the broker (an update's health check)
         self.broker = make_broker(
             post=loop.post,
             subscriptions=[(t, 1) for t in self.topics.command_topics(cfg.node.groups)],
@@ -51,6 +52,8 @@ class NodeApp:
     def publish_status(self, payload: dict | None = None) -> None:
         """The retained status: a full heartbeat snapshot (node/schemas/status.json)."""
         self.broker.publish(self.topics.status, encode(payload or self.parts.snapshot(self)), qos=1, retain=True)
+        if self.link.connected:
+            self.status_published = True
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:

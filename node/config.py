@@ -217,6 +217,18 @@ SCHEMA: dict[str, dict[str, F]] = {
     "clock": {
         "ntp_sync_file": F(STR, "/run/systemd/timesync/synchronized"),
     },
+    "update": {
+        # The release tree (releases/VERSION, current, committed). "" = the tree this daemon runs from
+        # (its venv is ROOT/releases/VERSION/venv), or none: a developer install is not updatable.
+        "root": F(STR, ""),
+        # privileged: the root-only speaker-update.service installs and switches (a node);
+        # inline: the daemon does it itself (simulation, where it owns the tree).
+        "install": F(matching(re.compile(r"^(inline|privileged)$"), "privileged"), "privileged"),
+        # systemd: exit 75 and let the unit start the new version; exec: re-execute through the guard.
+        "restart": F(matching(re.compile(r"^(systemd|exec)$"), "systemd"), "systemd"),
+        "health_deadline": F(ranged(parse_duration, 10, 3600), 300.0),
+        "quiet_before_slot": F(ranged(parse_duration, 0, 6 * 3600), 600.0),
+    },
 }
 
 
@@ -287,6 +299,8 @@ def _simulated_defaults(s: dict[str, SimpleNamespace]) -> None:
     audio.wav_dir (GPIO pins become gpiozero's MockFactory in the wiring; modem.port = "sim" selects
     the pty modem simulator)."""
     s["audio"].output = "wav"
+    s["update"].install = "inline"     # no speaker-update.service on a laptop: the daemon owns its tree
+    s["update"].restart = "exec"
 
 
 def _cross_checks(s: dict[str, SimpleNamespace]) -> list[str]:

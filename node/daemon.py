@@ -83,7 +83,11 @@ def main(argv: list[str]) -> int:
     finally:
         app.shutdown()
         app.close()
-    return 0
+    restarter = app.parts.restarter
+    # After a software update switch: exit 75 for systemd, or exec the guard (simulation); never returns
+    # when it execs.
+    code = restarter.after_shutdown() if restarter else None
+    return code if code is not None else 0
 
 
 if __name__ == "__main__":

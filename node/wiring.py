@@ -179,9 +179,28 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
                   relays=relays, inputs_state=lambda: parts_ref["parts"].health.inputs, cache=cache, fetcher=fetcher,
                   store=store,
                   emit_event=emit_event, emit_record=emit_record, max_queue=cfg.audio.max_queue, limits=limits)
+    from node.update.wire import build_update_service
+
+    def update_health() -> dict[str, bool]:
+        """What a new version must show before it is committed (the self-test's core, live)."""
+        parts = parts_ref.get("parts")
+        app = parts.app if parts else None
+        return {"broker_connected": bool(app and app.link.connected),
+                "status_published": bool(app and app.status_published),
+                "trust_loaded": trust.document is not None,
+                "player_ready": player is not None}
+
+    def make_downloader(max_bytes):
+        return Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
+                          key_file=cfg.broker.key_file, limits=DownloadLimits(max_bytes=max_bytes))
+
+    updates, restarter = build_update_service(
+        cfg, loop=loop, clock=clock, emit=emit_event, trust_keeper=trust, onair=onair,
+        now_trusted=TrustedTime(clock, clock_trust).now, health_checks=update_health,
+        downloader_factory=make_downloader, request_install=lambda: _request_install(run_dir))
     intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=trust, clock=clock,
                            clock_trust=clock_trust, limits=limits, max_message_bytes=cfg.trust.max_message_bytes,
-                           dispatcher=onair, emit=emit_event)
+                           dispatcher=onair, emit=emit_event, on_update=updates.on_command)
 
     def publish_full(payload):
         parts_ref["parts"].app.publish_status(payload)
@@ -207,10 +226,16 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
         closers.append(_SimControl(run_dir / "sim.sock", pin_factory, cfg).close)
     parts = NodeParts(cfg=cfg, loop=loop, clock=clock, store=store, outbox=outbox, intake=intake, onair=onair,
                       health=health, relays=relays, inputs=inputs, player=player, fetcher=fetcher,
-                      modem_poller=modem_poller, closers=closers)
+                      modem_poller=modem_poller, closers=closers, updates=updates, restarter=restarter)
     parts_ref["parts"] = parts
     onair.changed = parts.kick
     return parts
+
+
+def _request_install(run_dir: Path) -> None:
+    """Ask the root-only speaker-update.service (a path unit watches this file) to install and switch."""
+    request = run_dir / "update.request"
+    request.write_text("install\n")
 
 
 def _modem_opener(cfg, closers):

@@ -138,6 +138,7 @@ def build_snapshot(
         "alarms": alarms_from(readings, thresholds),
         "outbox": int(readings.get("outbox") or 0),
         "dropped": int(readings.get("dropped") or 0),
+        **({"sw": dict(readings["sw"])} if readings.get("sw") else {}),
     }
 
 

@@ -100,11 +100,13 @@ class TrustedTime:
 class CommandIntake:
     def __init__(self, *, node_id: str, groups: list[str], store, trust: TrustKeeper, clock, clock_trust: ClockTrust,
                  limits: Limits, max_message_bytes: int, dispatcher: Dispatcher,
-                 emit: Callable[[str, dict], None]):
+                 emit: Callable[[str, dict], None],
+                 on_update: Callable[[object, bytes], None] | None = None):
         self.node_id, self.groups = node_id, list(groups)
         self.store, self.trust, self.clock, self.clock_trust = store, trust, clock, clock_trust
         self.limits, self.max_message_bytes = limits, max_message_bytes
         self.dispatcher, self.emit = dispatcher, emit
+        self.on_update = on_update           # node.update.service.UpdateService.on_command
         self.trusted_time = TrustedTime(clock, clock_trust)
         self.rejections = TokenBucket(rate_per_s=10 / 60, burst=20)
         self.decisions: list[IntakeDecision] = []  # last few, for status and tests
@@ -159,6 +161,12 @@ class CommandIntake:
         elif command.type == "live":
             self.dispatcher.on_live(command)
         self.emit("accepted", {"command_id": command.id, "command": command.type, "level": command.level})
+        if command.type == "update":
+            if self.on_update is None:
+                self.emit("update_refused", {"version": None, "reason": "not_updatable",
+                                             "detail": "this build has no update service"})
+            else:
+                self.on_update(command, payload)
         return self._note(IntakeDecision("accepted", None, command.id, command.type))
 
     def _trust_accepted(self, accepted: TrustAccepted, payload: bytes) -> IntakeDecision:

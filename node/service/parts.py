@@ -38,11 +38,12 @@ def record_payload(record: PlayRecord, node_id: str, now: float) -> dict:
 
 class NodeParts:
     def __init__(self, *, cfg, loop, clock, store, outbox, intake, onair, health, relays, inputs, player, fetcher,
-                 modem_poller=None, closers=()):
+                 modem_poller=None, closers=(), updates=None, restarter=None):
         self.cfg, self.loop, self.clock, self.store = cfg, loop, clock, store
         self.outbox, self.intake, self.onair, self.health = outbox, intake, onair, health
         self.relays, self.inputs, self.player, self.fetcher = relays, inputs, player, fetcher
         self.modem_poller = modem_poller
+        self.updates, self.restarter = updates, restarter   # node.update: signed software updates
         self.closers = list(closers)
         self.pump: OutboxPump | None = None
         self.app = None
@@ -95,6 +96,7 @@ class NodeParts:
             "outbox": stats.get("pending", stats.get("rows", 0)),
             "dropped": stats.get("dropped", 0),
             "failed_to_sound": self.onair.failed_to_sound,
+            **({"sw": self.updates.status()} if self.updates else {}),
         }
 
     # --- NodeApp hooks -----------------------------------------------------------------------------
@@ -125,6 +127,8 @@ class NodeParts:
         if self.inputs:
             self.health.inputs.update(self.inputs.read())
         self.onair.start()
+        if self.updates:
+            self.updates.start()
         if self.modem_poller:
             self.modem_poller.start()
         self.emit_event("started", {"birth": app.birth, "clock": self.intake.clock_trust.status()["source"]})
@@ -154,8 +158,11 @@ class NodeParts:
     def stop(self, app) -> None:
         """Reverse of start: playback off and relays off first, then workers, then storage."""
         try:
+            if self.updates:
+                self.updates.stop()
             self.onair.stop()
-            self.emit_event("stopping", {"reason": "shutdown"})
+            self.emit_event("stopping", {"reason": "restart" if self.restarter and self.restarter.requested
+                                         else "shutdown"})
             if self.pump and app.link.connected:
                 self.pump.pump()
         finally:

@@ -16,7 +16,7 @@ from node.trust import reasons
 from node.trust.durations import parse_time
 from node.trust.envelope import DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_MAX_SIGNATURES, strict_json
 
-COMMAND_TYPES = ("play", "stop", "schedule", "live", "config", "time")
+COMMAND_TYPES = ("play", "stop", "schedule", "live", "config", "time", "update")
 LEVELS = ("normal", "priority", "emergency")
 CODECS = ("mp3", "ogg", "opus", "wav", "aac", "flac")
 _DAY = 86400.0
@@ -42,7 +42,7 @@ class Limits:
     # harm for at most this long. Schedules and configs are standing orders, so they get a year.
     max_validity: Any = field(hash=False, default_factory=lambda: MappingProxyType({
         "play": 31 * _DAY, "stop": 1 * _DAY, "live": 1 * _DAY, "time": 3600.0,
-        "schedule": 400 * _DAY, "config": 400 * _DAY,
+        "schedule": 400 * _DAY, "config": 400 * _DAY, "update": 31 * _DAY,
     }))
 
 
@@ -142,6 +142,15 @@ class TimeBody:
 
 
 @dataclass(frozen=True)
+class UpdateBody:
+    """Install the embedded signed release (node/update/release.py), wheels fetched from files_url."""
+    release: bytes
+    files_url: str
+    rollout_percent: int | None = None
+    rollout_salt: str | None = None
+
+
+@dataclass(frozen=True)
 class Command:
     type: str
     id: str
@@ -149,7 +158,7 @@ class Command:
     not_before: dt.datetime
     expires: dt.datetime
     targets: tuple[str, ...]
-    body: PlayBody | StopBody | ScheduleBody | LiveBody | ConfigBody | TimeBody
+    body: PlayBody | StopBody | ScheduleBody | LiveBody | ConfigBody | TimeBody | UpdateBody
     payload: bytes = field(repr=False, default=b"")
 
     @property
@@ -376,8 +385,21 @@ def _time_body(r: _Reader, body) -> TimeBody:
     return TimeBody(r.time(body["time"], "body.time"))
 
 
+def _update(r: _Reader, body) -> UpdateBody:
+    body = r.obj(body, "body", ("release", "files_url"), ("rollout",))
+    release = r.string(body["release"], "body.release", max_len=32768)
+    files_url = r.url(body["files_url"], "body.files_url")
+    rollout = body.get("rollout")
+    percent = salt = None
+    if rollout is not None:
+        rollout = r.obj(rollout, "body.rollout", ("percent", "salt"))
+        percent = r.integer(rollout["percent"], "body.rollout.percent", 1, 100)
+        salt = r.string(rollout["salt"], "body.rollout.salt", pattern=_NAME)
+    return UpdateBody(release.encode("utf-8"), files_url, percent, salt)
+
+
 _BODY_PARSERS = {"play": _play, "stop": _stop, "schedule": _schedule, "live": _live, "config": _config,
-                 "time": _time_body}
+                 "time": _time_body, "update": _update}
 
 
 def parse_command(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:

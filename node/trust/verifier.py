@@ -26,6 +26,7 @@ from node.trust import reasons
 from node.trust.commands import DEFAULT_LIMITS, Command, Limits, StopBody, parse_command
 from node.trust.envelope import PAYLOAD_COMMAND, PAYLOAD_TRUST, Envelope, parse_envelope
 from node.trust.trustdoc import TrustDocument, TrustedKey, trust_update_from_envelope
+from node.update.release import RELEASE_ROLE, release_threshold, verify_release
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ def required_roles(command: Command, trust: TrustDocument) -> list[tuple[str, in
         if level == "emergency":
             needs.append(("emergency", trust.threshold("emergency")))
         return needs
+    if command.type == "update":
+        # Software for the whole fleet: never fewer than two release keys, whatever the document says.
+        return [(RELEASE_ROLE, release_threshold(trust))]
     role = command.type  # schedule, config, time
     return [(role, trust.threshold(role))]
 
@@ -273,6 +277,12 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
                       command_id=cid)
     if command.type == "time" and not command.not_before - skew <= command.body.time <= command.expires:
         return reject(reasons.MALFORMED, "body.time is outside not_before..expires", command_id=cid)
+
+    if command.type == "update":
+        try:
+            verify_release(command.body.release, trust, at)
+        except RemoteDataError as exc:
+            return reject(exc.reason, f"body.release: {exc.detail}", command_id=cid)
 
     if _is_seen(seen, cid):
         return reject(reasons.REPLAYED, f"command {cid} was already accepted", command_id=cid)

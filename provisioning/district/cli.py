@@ -11,6 +11,7 @@ COMMANDS = {
     "revoke": ("provisioning.district.certs", "revoke a node certificate"),
     "crl": ("provisioning.district.certs", "export the certificate revocation list for the broker"),
     "broker-config": ("provisioning.district.broker_config", "write Mosquitto config + ACL for this district"),
+    "release": ("provisioning.district.release", "sign a software release from a wheel bundle"),
     "watch": ("provisioning.district.watch", "live table of nodes from their heartbeats"),
     "demo": ("provisioning.district.demo", "a whole district-in-a-box on this machine"),
 }

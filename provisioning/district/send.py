@@ -86,7 +86,27 @@ def build_body(kind: str, args) -> dict:
         return {"version": args.version, "settings": settings}
     if kind == "time":
         return {"time": signing.format_time(signing.now_utc())}
+    if kind == "update":
+        return _update_body(args)
     raise UsageError(f"unknown kind {kind}")
+
+
+def _update_body(args) -> dict:
+    """The signed release embedded whole: the node verifies both, and needs no extra download to."""
+    release_file = Path(args.release)
+    if release_file.is_dir():
+        release_file = release_file / "release.json"
+    try:
+        release = release_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--release {args.release}: {exc}") from None
+    body = {"release": release, "files_url": args.url}
+    if args.percent is not None:
+        if not 1 <= args.percent <= 100:
+            raise UsageError("--percent must be between 1 and 100")
+        # The salt picks which nodes are "the first N %": the same salt keeps them as N grows.
+        body["rollout"] = {"percent": args.percent, "salt": args.salt or "rollout"}
+    return body
 
 
 def publish(workspace: Workspace, broker: str, topics: list[str], payload: bytes, timeout: float) -> None:
@@ -187,9 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--version", type=int, required=True)
     config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     kind("time", "send a signed time beacon")
+    update = kind("update", "install a signed software release (speaker-district release)")
+    update.add_argument("--release", required=True, help="release directory (or its release.json)")
+    update.add_argument("--url", required=True, help="https URL where the release directory is served")
+    update.add_argument("--percent", type=int, help="staged rollout: only this share of the targets")
+    update.add_argument("--salt", help="rollout salt (default 'rollout'); keep it while widening --percent")
     trust = kind("trust", "publish the next trust document version", to_required=False)
     trust.add_argument("--revoke", action="append", default=[], metavar="KEYID|NAME")
     trust.add_argument("--emergency-threshold", type=int)
+    trust.add_argument("--add-key", action="append", default=[], metavar="NAME:ROLE[,ROLE]",
+                       help="generate a new signing key with these roles (e.g. release-a:release)")
     return parser
 
 
@@ -211,7 +238,13 @@ def main(argv: list[str]) -> int:
         workspace = Workspace.load(args.directory)
         targets = _targets(args.to)
         if args.kind == "trust":
-            envelope = bump_trust(workspace.directory, revoke=args.revoke,
+            add_keys = {}
+            for item in args.add_key:
+                name, sep, roles = item.partition(":")
+                if not sep or not name or not roles:
+                    raise UsageError(f"--add-key {item!r}: use NAME:ROLE[,ROLE]")
+                add_keys[name] = [r for r in roles.split(",") if r]
+            envelope = bump_trust(workspace.directory, revoke=args.revoke, add_keys=add_keys,
                                   emergency_threshold=args.emergency_threshold)
             label = f"trust-v{Workspace.load(workspace.directory).trust.version}"
         else:

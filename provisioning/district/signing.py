@@ -34,10 +34,12 @@ DEFAULT_VALIDITY = {
     "schedule": dt.timedelta(days=365),
     "config": dt.timedelta(days=365),
     "time": dt.timedelta(minutes=5),
+    "update": dt.timedelta(days=7),
 }
 
 # Which workspace key names sign which command (see KEY_ROLES in workspace.py for their roles).
 EMERGENCY_SIGNERS = ("emergency-a", "emergency-b")
+RELEASE_SIGNERS = ("release-a", "release-b")
 
 
 def now_utc() -> dt.datetime:
@@ -94,6 +96,8 @@ def signer_names(command: dict) -> list[str]:
         return ["emergency-a"] if body.get("all") or body.get("level") == "emergency" else ["bulletin"]
     if kind == "live":
         return ["live", *EMERGENCY_SIGNERS] if body.get("level") == "emergency" else ["live"]
+    if kind == "update":
+        return list(RELEASE_SIGNERS)
     return ["schedule"]  # the schedule key holds schedule, config and time
 
 

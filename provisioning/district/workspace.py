@@ -27,8 +27,13 @@ KEY_ROLES = {
     "emergency-b": ["emergency"],
     "schedule": ["schedule", "config", "time"],
     "live": ["live"],
+    # Software releases need two of these (node/update/release.py): keep them on different people's
+    # machines, as with the emergency keys.
+    "release-a": ["release"],
+    "release-b": ["release"],
 }
 EMERGENCY_THRESHOLD = 2
+RELEASE_THRESHOLD = 2
 KEY_LIFETIME_DAYS = 3 * 365  # longer than a trust document: keys outlive yearly trust refreshes
 
 
@@ -132,7 +137,8 @@ def init_workspace(
         entries[keyid] = entry
     body = signing.build_trust_body(
         version=1, issued_at=now, expires=now + dt.timedelta(days=trust_days), root_keys=roots,
-        root_threshold=root_threshold, keys=entries, thresholds={"emergency": EMERGENCY_THRESHOLD})
+        root_threshold=root_threshold, keys=entries,
+        thresholds={"emergency": EMERGENCY_THRESHOLD, "release": RELEASE_THRESHOLD})
     pki.atomic_write(directory / "trust.json", signing.sign_trust(body, roots[:root_threshold]))
 
     hosts = ["localhost", "127.0.0.1", "::1"]

@@ -1,0 +1,1 @@
+"""Signed software updates: release verification, the persisted update state machine, install beside."""

@@ -1,0 +1,197 @@
+"""Signed software updates with real parts: two real versions of this package built as wheels, a real
+offline pip install into releases/VERSION, the real daemon re-executing into it through the guard, and
+broken releases (crash at start, never healthy) that roll back by themselves.
+
+The releases are served by the district's HTTPS content server (mutual TLS, district CA) and announced
+with `speaker-district release` + a signed `update` command, as a district would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import district_probe, write_node_config
+
+from node import __version__ as OLD
+from node.update.tree import ReleaseTree
+from provisioning.district.content_server import ContentServer
+from provisioning.district.release import main as release_main
+from provisioning.district.simulator import DistrictSimulator
+
+pytestmark = pytest.mark.slow   # four real wheels and three real pip installs: ~80 s
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = "27787-02"
+NEW = ".".join(OLD.split(".")[:-1] + [str(int(OLD.split(".")[-1]) + 1)])   # 0.1.0 -> 0.1.1
+CRASHING = NEW + ".1"
+UNHEALTHY = NEW + ".2"
+RUNTIME = ["paho-mqtt>=2.1", "cryptography>=43", "gpiozero>=2.0", "pyserial>=3.5", "python-vlc>=3.0.18122"]
+
+
+def _pip(*args, timeout=600):
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True,
+                   capture_output=True, timeout=timeout)
+
+
+def _build_version(tmp: Path, version: str, out: Path, patch=None) -> None:
+    """A real wheel of this project at `version` (a copy of the source tree, optionally broken)."""
+    src = tmp / f"src-{version}"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "tests", "benchmarks", "*.egg-info",
+                                                          "build", "__pycache__", "docs"))
+    init = src / "node" / "__init__.py"
+    text, n = re.subn(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text())
+    assert n == 1
+    init.write_text(text)
+    if patch:
+        patch(src)
+    _pip("wheel", "--no-deps", "-w", str(out), str(src))
+
+
+def _crash_at_start(src: Path) -> None:
+    daemon = src / "node" / "daemon.py"
+    daemon.write_text(daemon.read_text() + "\n\ndef main(argv):\n    raise RuntimeError('broken release')\n")
+
+
+def _never_healthy(src: Path) -> None:
+    # A release whose daemon never reaches the broker: every start times out its health check.
+    wire = src / "node" / "wiring.py"
+    text = wire.read_text()
+    patched = text.replace("client_id=cfg.node.id, servers=cfg.broker.servers",
+                           "client_id=cfg.node.id, servers=['127.0.0.1:9']")
+    assert patched != text, "the broker construction moved: update this test's patch"
+    wire.write_text(patched)
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    """Dependency wheels for this machine plus speaker-node at OLD, NEW and two broken versions."""
+    base = tmp_path_factory.mktemp("wheels")
+    deps = base / "deps"
+    _pip("download", "--only-binary=:all:", "-d", str(deps), *RUNTIME, "pip")
+    built = {}
+    for version, patch in ((OLD, None), (NEW, None), (CRASHING, _crash_at_start), (UNHEALTHY, _never_healthy)):
+        house = base / f"house-{version}"
+        shutil.copytree(deps, house)
+        _build_version(base, version, house, patch)
+        built[version] = house
+    return built
+
+
+def _release(district_ws, wheelhouse: Path, version: str, out: Path) -> Path:
+    assert release_main([str(district_ws), str(wheelhouse), "--version", version, "-o", str(out),
+                         "--arch", "x86_64", "--arch", "arm64", "--python",
+                         f"{sys.version_info.major}.{sys.version_info.minor}"]) == 0
+    return out
+
+
+@pytest.fixture
+def installed_node(wheels, tmp_path, district_ws, broker):
+    """A node laid out as first boot makes it: releases/OLD/venv with current and committed links."""
+    tree = ReleaseTree(tmp_path / "opt")
+    tree.install(OLD, wheels[OLD], "speaker-node")
+    tree.point("current", OLD)
+    tree.point("committed", OLD)
+    cfg = write_node_config(tmp_path / "node.toml", district_ws, NODE, [broker.address],
+                            extra="[update]\nhealth_deadline = 15\nquiet_before_slot = 0\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    log = open(tmp_path / "node.log", "ab")
+    proc = subprocess.Popen([str(tree.executable("current")), "run", "--config", str(cfg)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    yield tree, proc, tmp_path
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    log.close()
+
+
+def _events(watcher, kind, timeout):
+    return watcher.wait_for(lambda t, o: t == f"spk/node/{NODE}/events" and o and o.get("type") == kind,
+                            timeout=timeout)[1]
+
+
+def _status_version(watcher, version, timeout):
+    """The newest retained status from `version` (one that already arrived counts)."""
+    return watcher.find(lambda t, o: t == f"spk/node/{NODE}/status" and o and o.get("online")
+                        and o.get("ver") == version, timeout=timeout)[1]
+
+
+def _sw_delta(watcher, timeout, **expected):
+    return watcher.find(lambda t, o: t == f"spk/node/{NODE}/delta" and o and all(
+        (o.get("sw") or {}).get(k) == v for k, v in expected.items()), timeout=timeout)[1]
+
+
+def test_update_installs_beside_commits_when_healthy_and_a_crashing_release_rolls_back(
+        installed_node, wheels, district_ws, broker, tmp_path):
+    tree, proc, _ = installed_node
+    content = ContentServer(district_ws, tmp_path / "served").start()
+    sim = DistrictSimulator(district_ws, broker.address)
+    watcher = district_probe(broker, district_ws, client_id=f"upd-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        _status_version(watcher, OLD, 60)
+        # 1. A healthy release: downloaded, installed beside, switched, re-executed, committed.
+        rel = _release(district_ws, wheels[NEW], NEW, tmp_path / "served" / NEW)
+        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(NEW + "/")}
+        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+        assert _events(watcher, "update_started", 30)["data"]["version"] == NEW
+        assert _events(watcher, "update_installed", 180)["data"]["version"] == NEW
+        committed = _events(watcher, "update_committed", 120)
+        assert committed["data"] == {"version": NEW, "previous": OLD, "reason": None}
+        status = _status_version(watcher, NEW, 30)
+        assert status["sw"]["prev"] == OLD and status["sw"]["state"] == "trial"
+        _sw_delta(watcher, 30, state="idle", result="committed")
+        assert (tree.current(), tree.committed()) == (NEW, NEW)
+        assert tree.is_complete(OLD) and tree.is_complete(NEW)   # the previous one is kept
+
+        # 2. A release that crashes at every start: the guard (the committed NEW code) rolls it back.
+        rel = _release(district_ws, wheels[CRASHING], CRASHING, tmp_path / "served" / CRASHING)
+        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(CRASHING + "/")}
+        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+        rolled = _events(watcher, "update_rolled_back", 300)
+        assert rolled["data"]["version"] == CRASHING and rolled["data"]["previous"] == NEW
+        assert "without passing its health check" in rolled["data"]["reason"]
+        _status_version(watcher, NEW, 30)
+        assert (tree.current(), tree.committed()) == (NEW, NEW)
+
+        # 3. The same broken release again: refused at once, the node remembers it failed here.
+        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+        refused = _events(watcher, "update_refused", 30)
+        assert refused["data"]["reason"] == "known_bad"
+        assert proc.poll() is None
+    finally:
+        watcher.close()
+        sim.close()
+        content.stop()
+
+
+def test_release_that_never_passes_its_health_check_rolls_back_after_the_deadline(
+        installed_node, wheels, district_ws, broker, tmp_path):
+    tree, proc, _ = installed_node
+    content = ContentServer(district_ws, tmp_path / "served").start()
+    sim = DistrictSimulator(district_ws, broker.address)
+    watcher = district_probe(broker, district_ws, client_id=f"upd-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        _status_version(watcher, OLD, 60)
+        rel = _release(district_ws, wheels[UNHEALTHY], UNHEALTHY, tmp_path / "served" / UNHEALTHY)
+        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(UNHEALTHY + "/")}
+        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+        rolled = _events(watcher, "update_rolled_back", 240)
+        assert rolled["data"]["version"] == UNHEALTHY and rolled["data"]["previous"] == OLD
+        assert "broker_connected" in rolled["data"]["reason"]
+        _status_version(watcher, OLD, 30)
+        assert (tree.current(), tree.committed()) == (OLD, OLD)
+    finally:
+        watcher.close()
+        sim.close()
+        content.stop()
