@@ -10,6 +10,7 @@ COMMANDS = {
     "selftest": ("node.selftest", "technician self-test at the pole"),
     "relays-off": ("node.playback.relays_off", "force every relay off (systemd ExecStopPost)"),
     "wipe": ("node.wipe", "decommission: erase keys, caches and records"),
+    "update-apply": ("node.update.apply", "root: install, switch, commit or roll back as the update asks"),
     "update-guard": ("node.update.guard", "before a start: count it, roll back an update that keeps failing"),
 }
 

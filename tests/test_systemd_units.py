@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
-UNITS = ("speaker-node.service", "speaker-firstboot.service", "speaker-reboot.service", "speaker-reboot.path")
-EXEC_PATHS = ("/opt/speaker-node/venv/bin/speaker-node", "/usr/local/lib/speaker-node/speaker-firstboot.sh")
+UNITS = ("speaker-node.service", "speaker-firstboot.service", "speaker-reboot.service", "speaker-reboot.path",
+         "speaker-update.service", "speaker-update.path")
+EXEC_PATHS = ("/opt/speaker-node/current/venv/bin/speaker-node", "/opt/speaker-node/committed/venv/bin/speaker-node",
+              "/usr/local/lib/speaker-node/speaker-firstboot.sh")
 
 pytestmark = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
@@ -131,10 +133,16 @@ def test_daemon_service_contract():
     s = unit_settings("speaker-node.service")
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"] and s["WatchdogSec"] == ["30"]
     assert s["ExecStart"] == [
-        "/opt/speaker-node/venv/bin/speaker-node run --config /etc/speaker-node/node.toml"
+        "/opt/speaker-node/current/venv/bin/speaker-node run --config /etc/speaker-node/node.toml"
     ]
+    # The amplifier-off path and the update guard run the last version that passed its health check,
+    # so a broken update cannot break them too; the guard runs as root ("+") to point `current` back.
     assert s["ExecStopPost"] == [
-        "/opt/speaker-node/venv/bin/speaker-node relays-off --config /etc/speaker-node/node.toml"
+        "/opt/speaker-node/committed/venv/bin/speaker-node relays-off --config /etc/speaker-node/node.toml"
+    ]
+    assert s["ExecStartPre"] == [
+        "+/opt/speaker-node/committed/venv/bin/speaker-node update-guard --root /opt/speaker-node "
+        "--state /var/lib/speaker-node/update.json"
     ]
     assert s["Restart"] == ["on-failure"] and s["RestartSec"] == ["5"]
     assert s["User"] == ["speaker"] and s["Group"] == ["speaker"]
@@ -165,3 +173,17 @@ def test_journald_and_watchdog_drop_ins():
     watchdog.read(SYSTEMD / "watchdog.conf")
     assert watchdog["Manager"]["RuntimeWatchdogSec"] == "15"
     assert watchdog["Manager"]["RebootWatchdogSec"] == "2min"
+
+
+def test_update_installer_runs_the_committed_code_as_root_only_on_the_daemons_request():
+    path = unit_settings("speaker-update.path")
+    service = unit_settings("speaker-update.service")
+    assert path["PathModified"] == ["/run/speaker-node/update.request"]
+    assert path["Unit"] == ["speaker-update.service"]
+    assert service["ConditionPathExists"] == ["/run/speaker-node/update.request"]
+    assert service["ExecStart"] == [
+        "/opt/speaker-node/committed/venv/bin/speaker-node update-apply --config /etc/speaker-node/node.toml"
+    ]
+    assert "User" not in service              # root: it writes /opt/speaker-node
+    assert service["RestrictAddressFamilies"] == ["AF_UNIX"]   # offline install: no network at all
+    assert service["ReadWritePaths"] == ["/opt/speaker-node /var/lib/speaker-node"]

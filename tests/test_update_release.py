@@ -200,3 +200,61 @@ def test_rollout_is_deterministic_and_grows_monotonically():
     assert ten == {n for n in nodes if rel.in_rollout(n, 10, "r1")}
     assert ten != {n for n in nodes if rel.in_rollout(n, 10, "r2")}
     assert all(rel.in_rollout(n, None, "") and rel.in_rollout(n, 100, "x") for n in nodes)
+
+
+# -- the published vectors (tests/vectors/updates.json): what another implementation must reproduce ----
+def _vectors():
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "vectors" / "updates.json").read_text(encoding="utf-8"))
+
+
+def test_update_vectors_are_current():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "vectors" / "make_update_vectors.py"
+    assert subprocess.run([sys.executable, str(script), "--check"]).returncode == 0, \
+        "tests/vectors/updates.json is stale: run tests/vectors/make_update_vectors.py"
+
+
+def test_update_vectors_release_cases():
+    from node.trust.durations import parse_time
+
+    v = _vectors()
+    trust = load_trust_file(v["trust"].encode())
+    for case in v["releases"]:
+        try:
+            rel.verify_release(case["envelope"].encode(), trust, parse_time(v["now"]))
+            got = None
+        except RemoteDataError as exc:
+            got = exc.reason
+        assert got == case["expected_reason"], case["description"]
+
+
+def test_update_vectors_command_cases():
+    from node.trust.durations import parse_time
+
+    v = _vectors()
+    trust = load_trust_file(v["trust"].encode())
+    for case in v["commands"]:
+        result = verify_command(case["envelope"].encode(), trust=trust, node_id=v["node_id"],
+                                topic=f"spk/node/{v['node_id']}/cmd", now=parse_time(v["now"]))
+        got = {"decision": result.decision, "reason": getattr(result, "reason", None)}
+        assert got == case["expected"], case["description"]
+
+
+def test_update_vectors_decisions_and_rollout():
+    import base64
+
+    v = _vectors()
+    base = json.loads(base64.b64decode(v["release_body_b64"]))
+    for case in v["decisions"]:
+        release = rel.parse_release_body(signing.encode_body({**base, **case["release"]}))
+        d = rel.decide_update(release, running=case["running"], architecture=case["arch"], python=case["python"])
+        assert (d.install, d.reason) == (case["install"], case["reason"]), case
+    for case in v["rollout"]:
+        assert rel.in_rollout(case["node"], case["percent"], case["salt"]) is case["in"]
+        assert (case["bucket"] < case["percent"]) is case["in"]
+    assert any(c["in"] for c in v["rollout"]) and not all(c["in"] for c in v["rollout"])

@@ -243,3 +243,19 @@ def test_watch_sees_nodes_through_the_project_broker_and_its_acl(broker, distric
         for probe, node in ((node1, "27787-01"), (node2, "27787-02")):
             probe.publish(f"spk/node/{node}/status", b"", retain=True)  # leave no retained state behind
             probe.close()
+
+
+def test_versions_and_a_running_update_show_in_the_table():
+    table = NodeTable()
+    sw = {"ver": "0.1.0", "prev": None, "state": "idle", "target": None, "result": None, "reason": None}
+    table.apply("spk/node/27787-03/status", snapshot(ver="0.1.0", sw=sw), T0)
+    table.apply("spk/node/27787-04/status", snapshot(node="27787-04", ver="0.1.0",
+                                                     sw={**sw, "state": "trial", "target": "0.2.0"}), T0)
+    table.apply("spk/node/27787-04/delta", hb.encode({"v": 1, "node": "27787-04", "seq": 2, "ts": T0 + 1,
+                                                      "sw": {"state": "idle", "result": "rolled_back"}}), T0 + 1)
+    rows = {r["node"]: r for r in table.rows(T0 + 2)}
+    assert rows["27787-03"]["ver"] == "0.1.0" and rows["27787-03"]["update"] is None
+    assert rows["27787-04"]["update"] == "!0.2.0 rolled back"
+    text = table.render(T0 + 2, 140)
+    assert "VERSION" in text and "0.1.0 !0.2.0 rol" in text
+    assert watch.update_summary({**sw, "state": "downloading", "target": "0.2.0"}) == ">0.2.0 downloading"

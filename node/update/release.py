@@ -163,6 +163,25 @@ def release_threshold(trust: TrustDocument) -> int:
     return max(MIN_RELEASE_SIGNATURES, trust.threshold(RELEASE_ROLE))
 
 
+def role_signers(envelope, trust: TrustDocument, role: str, at: dt.datetime) -> list[str]:
+    """Distinct keyids with a verifying signature by a key that is known, not revoked, holds `role` and
+    is valid at `at`. Duplicates count once."""
+    message = envelope.signed_bytes()
+    valid: list[str] = []
+    for signature in envelope.signatures:
+        key = trust.keys.get(signature.keyid)
+        if (key is None or signature.keyid in trust.revoked or role not in key.roles
+                or signature.keyid in valid):
+            continue
+        if key.expires is not None and at >= key.expires:
+            continue
+        if key.not_before is not None and at < key.not_before:
+            continue
+        if ed25519.verify(key.public, signature.sig, message):
+            valid.append(signature.keyid)
+    return valid
+
+
 def verify_release(envelope_bytes: bytes, trust: TrustDocument, now: dt.datetime) -> Release:
     """Verified Release, or RemoteDataError with a reason code (signatures first, then the body)."""
     if len(envelope_bytes) > MAX_RELEASE_BYTES:
@@ -171,19 +190,7 @@ def verify_release(envelope_bytes: bytes, trust: TrustDocument, now: dt.datetime
     envelope = parse_envelope(envelope_bytes, max_bytes=MAX_RELEASE_BYTES)
     if envelope.payload_type != PAYLOAD_RELEASE:
         raise RemoteDataError(reasons.UNSUPPORTED_TYPE, f"{envelope.payload_type} is not a release")
-    message = envelope.signed_bytes()
-    valid = []
-    for signature in envelope.signatures:
-        key = trust.keys.get(signature.keyid)
-        if (key is None or signature.keyid in trust.revoked or RELEASE_ROLE not in key.roles
-                or signature.keyid in valid):
-            continue
-        if key.expires is not None and now >= key.expires:
-            continue
-        if key.not_before is not None and now < key.not_before:
-            continue
-        if ed25519.verify(key.public, signature.sig, message):
-            valid.append(signature.keyid)
+    valid = role_signers(envelope, trust, RELEASE_ROLE, now)
     needed = release_threshold(trust)
     if len(valid) < needed:
         raise RemoteDataError(reasons.THRESHOLD_NOT_MET,

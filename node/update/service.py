@@ -30,6 +30,7 @@ from node.update.tree import InstallError
 log = logging.getLogger(__name__)
 
 QUIET_POLL_S = 30.0
+PRIVILEGED_POLL_S = 2.0
 HEALTH_POLL_S = 1.0
 
 
@@ -90,40 +91,55 @@ class UpdateService:
 
     def _perform(self, action: st.Action) -> None:
         name = action.name
+        privileged = self.request_install is not None
         if name == "emit":
             data = dict(action.data)
             self.emit(data.pop("type"), data)
         elif name == "download":
             self._start_worker("download")
+        elif name in ("install", "link_committed", "link_previous") and privileged:
+            # The daemon cannot write its own code: the root-only speaker-update.service does it (and
+            # restarts the unit when the version changes); we watch the record for the outcome.
+            self.request_install()
+            self.loop.call_later(PRIVILEGED_POLL_S, self._poll_privileged)
         elif name == "install":
-            if self.request_install is None:
-                self._start_worker("install")
-            else:
-                self.request_install()      # the root installer switches and restarts us
+            self._start_worker("install")
         elif name == "switch":
             self.tree.point("current", action.data["version"])
             self._step(st.Switched())
         elif name == "restart":
-            self.loop.call_later(0, self.restart)
+            if not privileged:
+                self.loop.call_later(0, self.restart)
         elif name == "link_committed":
             self.tree.point("committed", action.data["version"])
             self._apply(*st.committed(self.record))
         elif name == "link_previous":
             self.tree.point("current", action.data["version"])
         elif name == "prune":
-            # Keep what runs and the version before it (a signed downgrade needs no download then).
-            last = self.record.last or {}
-            self.tree.prune(keep={v for v in (self.running, self.record.previous, last.get("previous")) if v})
+            if not privileged:
+                # Keep what runs and the version before it (a signed downgrade needs no download then).
+                last = self.record.last or {}
+                self.tree.prune(keep={v for v in (self.running, self.record.previous, last.get("previous"))
+                                      if v})
         else:
             raise st.TransitionError(f"unknown action {name}")
+
+    def _poll_privileged(self) -> None:
+        loaded = self.state_file.load()
+        if loaded != self.record:
+            self.record = loaded
+            self._report_outcomes()
+        if self.record.state in (st.UpdateState.INSTALLING, st.UpdateState.COMMITTING,
+                                 st.UpdateState.ROLLING_BACK):
+            self.loop.call_later(PRIVILEGED_POLL_S, self._poll_privileged)
 
     def _report_outcomes(self) -> None:
         outcomes = self.record.outcomes
         if not outcomes:
             return
         for outcome in outcomes:
-            kind = {"committed": "update_committed", "rolled_back": "update_rolled_back"}.get(
-                outcome["outcome"], "update_refused")
+            kind = {"committed": "update_committed", "rolled_back": "update_rolled_back",
+                    "installed": "update_installed"}.get(outcome["outcome"], "update_refused")
             self.emit(kind, {"version": outcome["version"], "previous": outcome["previous"],
                              "reason": outcome["reason"]})
         new, _ = st.step(self.record, st.Reported(len(outcomes)))

@@ -52,6 +52,19 @@ def _age(seconds: float | None) -> str:
     return f"{seconds}s"
 
 
+def update_summary(sw: dict | None) -> str | None:
+    """A software update in progress or just finished, as a short cell: '>0.2.0 trial', '!0.2.1'."""
+    if not sw:
+        return None
+    if sw.get("state") not in (None, "idle"):
+        return f">{sw.get('target')} {sw['state']}"
+    if sw.get("result") == "rolled_back":
+        return f"!{sw.get('target')} rolled back"
+    if sw.get("result") == "failed":
+        return f"!{sw.get('target')} failed"
+    return None
+
+
 class NodeTable:
     def __init__(self, prefix: str = "spk", stale_after_s: float = STALE_AFTER_S):
         self.prefix = prefix.rstrip("/")
@@ -142,6 +155,8 @@ class NodeTable:
             "rsrp": net.get("rsrp"),
             "temp": row.status.get("temp"),
             "play": (row.status.get("play") or {}).get("state"),
+            "ver": row.status.get("ver"),
+            "update": update_summary(row.status.get("sw")),
             "alarms": list(row.status.get("alarms") or []),
             "last_event": row.last_event,
         }
@@ -155,8 +170,8 @@ class NodeTable:
         lines = [
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}  nodes {len(rows)}  online {online}"
             f"  not online {len(rows) - online}",
-            f"{'NODE':<12} {'STATE':<8} {'SEEN':>5} {'BIRTH':>6} {'OPERATOR':<12} {'RSSI':>5} {'RSRP':>5} "
-            f"{'TEMP':>5} {'PLAY':<8} ALARMS",
+            f"{'NODE':<12} {'STATE':<8} {'SEEN':>5} {'BIRTH':>6} {'VERSION':<16} {'OPERATOR':<12} {'RSSI':>5} "
+            f"{'RSRP':>5} {'TEMP':>5} {'PLAY':<8} ALARMS",
         ]
 
         def cell(value, fmt=""):
@@ -164,9 +179,11 @@ class NodeTable:
 
         for r in rows:
             operator = (r["op"] or "-") + (f"/{r['act']}" if r["act"] else "")
+            version = (r["ver"] or "-") + (f" {r['update']}" if r["update"] else "")
             lines.append(
                 f"{r['node']:<12.12} {r['state']:<8} {_age(r['age_s']):>5} {cell(r['birth']):>6} "
-                f"{operator:<12.12} {cell(r['rssi']):>5} {cell(r['rsrp']):>5} {cell(r['temp'], '.0f'):>5} "
+                f"{version:<16.16} {operator:<12.12} {cell(r['rssi']):>5} {cell(r['rsrp']):>5} "
+                f"{cell(r['temp'], '.0f'):>5} "
                 f"{cell(r['play']):<8} {','.join(r['alarms']) or '-'}"
             )
         return "\n".join(line[:width] for line in lines)
