@@ -9,8 +9,6 @@ with `speaker-district release` + a signed `update` command, as a district would
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from release_builder import build_wheelhouses, crash_at_start, never_healthy
 from support import district_probe, write_node_config
 
 from node import __version__ as OLD
@@ -28,61 +27,17 @@ from provisioning.district.simulator import DistrictSimulator
 
 pytestmark = pytest.mark.slow   # four real wheels and three real pip installs: ~80 s
 
-ROOT = Path(__file__).resolve().parent.parent
 NODE = "27787-02"
 NEW = ".".join(OLD.split(".")[:-1] + [str(int(OLD.split(".")[-1]) + 1)])   # 0.1.0 -> 0.1.1
 CRASHING = NEW + ".1"
 UNHEALTHY = NEW + ".2"
-RUNTIME = ["paho-mqtt>=2.1", "cryptography>=43", "gpiozero>=2.0", "pyserial>=3.5", "python-vlc>=3.0.18122"]
-
-
-def _pip(*args, timeout=600):
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True,
-                   capture_output=True, timeout=timeout)
-
-
-def _build_version(tmp: Path, version: str, out: Path, patch=None) -> None:
-    """A real wheel of this project at `version` (a copy of the source tree, optionally broken)."""
-    src = tmp / f"src-{version}"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "tests", "benchmarks", "*.egg-info",
-                                                          "build", "__pycache__", "docs"))
-    init = src / "node" / "__init__.py"
-    text, n = re.subn(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text())
-    assert n == 1
-    init.write_text(text)
-    if patch:
-        patch(src)
-    _pip("wheel", "--no-deps", "-w", str(out), str(src))
-
-
-def _crash_at_start(src: Path) -> None:
-    daemon = src / "node" / "daemon.py"
-    daemon.write_text(daemon.read_text() + "\n\ndef main(argv):\n    raise RuntimeError('broken release')\n")
-
-
-def _never_healthy(src: Path) -> None:
-    # A release whose daemon never reaches the broker: every start times out its health check.
-    wire = src / "node" / "wiring.py"
-    text = wire.read_text()
-    patched = text.replace("client_id=cfg.node.id, servers=cfg.broker.servers",
-                           "client_id=cfg.node.id, servers=['127.0.0.1:9']")
-    assert patched != text, "the broker construction moved: update this test's patch"
-    wire.write_text(patched)
 
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
     """Dependency wheels for this machine plus speaker-node at OLD, NEW and two broken versions."""
-    base = tmp_path_factory.mktemp("wheels")
-    deps = base / "deps"
-    _pip("download", "--only-binary=:all:", "-d", str(deps), *RUNTIME, "pip")
-    built = {}
-    for version, patch in ((OLD, None), (NEW, None), (CRASHING, _crash_at_start), (UNHEALTHY, _never_healthy)):
-        house = base / f"house-{version}"
-        shutil.copytree(deps, house)
-        _build_version(base, version, house, patch)
-        built[version] = house
-    return built
+    return build_wheelhouses(tmp_path_factory.mktemp("wheels"),
+                             {OLD: None, NEW: None, CRASHING: crash_at_start, UNHEALTHY: never_healthy})
 
 
 def _release(district_ws, wheelhouse: Path, version: str, out: Path) -> Path:

@@ -202,11 +202,11 @@ def test_rollout_is_deterministic_and_grows_monotonically():
     assert all(rel.in_rollout(n, None, "") and rel.in_rollout(n, 100, "x") for n in nodes)
 
 
-# -- the published vectors (tests/vectors/updates.json): what another implementation must reproduce ----
+# -- the published vectors (tests/vectors/updates/vectors.json): what another implementation must reproduce ----
 def _vectors():
     from pathlib import Path
 
-    return json.loads((Path(__file__).parent / "vectors" / "updates.json").read_text(encoding="utf-8"))
+    return json.loads((Path(__file__).parent / "vectors" / "updates" / "vectors.json").read_text(encoding="utf-8"))
 
 
 def test_update_vectors_are_current():
@@ -216,7 +216,7 @@ def test_update_vectors_are_current():
 
     script = Path(__file__).parent / "vectors" / "make_update_vectors.py"
     assert subprocess.run([sys.executable, str(script), "--check"]).returncode == 0, \
-        "tests/vectors/updates.json is stale: run tests/vectors/make_update_vectors.py"
+        "tests/vectors/updates/vectors.json is stale: run tests/vectors/make_update_vectors.py"
 
 
 def test_update_vectors_release_cases():

@@ -210,3 +210,25 @@ def test_quiet_reason_table():
     assert quiet_reason(on_air=False, pending_items=0, next_slot_in=601, quiet_before_slot=600) is None
     assert quiet_reason(on_air=False, pending_items=0, next_slot_in=None, quiet_before_slot=600) is None
 
+
+
+def test_second_update_downloads_only_the_wheels_that_changed(tmp_path):
+    dep = b"an unchanged dependency wheel" * 50
+    dep_file = {"name": "paho_mqtt-2.1.0-py3-none-any.whl", "sha256": hashlib.sha256(dep).hexdigest(),
+                "length": len(dep)}
+
+    class ByName(FakeDownloader):
+        def fetch(self, url, dest, sha256, length, cancel=None, progress=None):
+            self.urls.append(url)
+            dest.write_bytes(dep if "paho" in url else WHEEL_BYTES)
+            return dest
+
+    earlier = tmp_path / "staging" / "0.1.0"
+    earlier.mkdir(parents=True)
+    (earlier / dep_file["name"]).write_bytes(dep)               # what the running version came with
+    h = Harness(tmp_path, downloader=ByName())
+    envelope = update_command(signed_release(files=[WHEEL, dep_file]))
+    h.service.on_command(parse_command(parse_envelope(envelope).payload), envelope)
+    h.run_until(lambda: h.restarts == 1)
+    assert h.downloader.urls == ["https://district.example/rel/0.2.0/" + WHEEL["name"]]
+    assert (tmp_path / "staging" / "0.2.0" / dep_file["name"]).read_bytes() == dep

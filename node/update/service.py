@@ -10,6 +10,7 @@ On the new version: trial -> health check within a deadline -> commit, or roll b
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,11 +117,16 @@ class UpdateService:
         elif name == "link_previous":
             self.tree.point("current", action.data["version"])
         elif name == "prune":
+            # Keep what runs and the version before it (a signed downgrade needs no download then).
+            last = self.record.last or {}
+            keep = {v for v in (self.running, self.record.previous, last.get("previous"), last.get("version"))
+                    if v}
             if not privileged:
-                # Keep what runs and the version before it (a signed downgrade needs no download then).
-                last = self.record.last or {}
-                self.tree.prune(keep={v for v in (self.running, self.record.previous, last.get("previous"))
-                                      if v})
+                self.tree.prune(keep=keep)
+            # Staged wheels of kept versions stay: the next update downloads only what changed.
+            for staged in self.staging_root.glob("*"):
+                if staged.is_dir() and staged.name not in keep:
+                    shutil.rmtree(staged, ignore_errors=True)
         else:
             raise st.TransitionError(f"unknown action {name}")
 
@@ -252,9 +258,25 @@ class UpdateService:
             final = staging / f.name
             if final.is_file() and final.stat().st_size == f.length:
                 continue                   # hashed again by check_staged before install
+            if self._reuse_staged(f, final):
+                continue                   # an unchanged dependency: no byte over 4G for it
             self.downloader.fetch(base + f.name, staging / (f.name + ".partial"), f.sha256, f.length,
                                   cancel=self._cancel)
             (staging / (f.name + ".partial")).replace(final)
+
+    def _reuse_staged(self, f, final: Path) -> bool:
+        """The same wheel (name and SHA-256) from an earlier update's staging directory."""
+        from node.content.download import hash_file
+
+        for earlier in sorted(self.staging_root.glob(f"*/{f.name}")):
+            if earlier.parent == final.parent or earlier.stat().st_size != f.length:
+                continue
+            if hash_file(earlier) == (f.sha256, f.length):
+                tmp = final.with_name(final.name + ".partial")
+                shutil.copyfile(earlier, tmp)
+                tmp.replace(final)
+                return True
+        return False
 
     def _install(self, release: Release, staging: Path) -> None:
         install_staged(release, staging, self.tree)

@@ -1,4 +1,4 @@
-"""Generate tests/vectors/updates.json: signed releases, update commands, install decisions and rollout
+"""Generate tests/vectors/updates/vectors.json: signed releases, update commands, install decisions and rollout
 buckets (docs/protocol.md, "Software updates"). Self-contained: its own trust document and keys.
 
     .venv/bin/python tests/vectors/make_update_vectors.py          # rewrite the file
@@ -150,7 +150,7 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    path = HERE / "updates.json"
+    path = HERE / "updates" / "vectors.json"
     text = render()
     if "--check" in sys.argv:
         sys.exit(0 if path.exists() and path.read_text(encoding="utf-8") == text else 1)
