@@ -38,7 +38,8 @@ REPO_SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
 INSTALLED_SYSTEMD = Path(sys.prefix) / "share" / "speaker-node" / "systemd"
 DEFAULT_UNITS = REPO_SYSTEMD if REPO_SYSTEMD.is_dir() else INSTALLED_SYSTEMD
 UNIT_FILES = ("speaker-node.service", "speaker-firstboot.service", "journald-speaker.conf", "watchdog.conf",
-              "speaker-reboot.path", "speaker-reboot.service")
+              "speaker-reboot.path", "speaker-reboot.service", "speaker-update.path",
+              "speaker-update.service")
 OPTIONAL_UNIT_FILES = ("99-speaker-modem.rules",)
 HOOK_ARGS = (
     "systemd.run=/boot/firmware/firstrun.sh",

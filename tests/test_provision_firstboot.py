@@ -124,14 +124,22 @@ def test_first_boot_moves_secrets_installs_units_and_removes_its_hook(scratch, n
     sshd = (root / "etc" / "ssh" / "sshd_config.d" / "10-speaker-node.conf").read_text()
     assert "PasswordAuthentication no" in sshd and "PermitRootLogin no" in sshd
 
-    venv = root / "opt" / "speaker-node" / "venv"
+    # The release tree of docs/protocol.md 8a: the bundle's version beside future ones, both links on it.
+    tree = root / "opt" / "speaker-node"
+    venv = tree / "releases" / "0.1.0" / "venv"
     assert f"python3 -m venv --system-site-packages --without-pip {venv}" in calls
+    assert (tree / "releases" / "0.1.0" / ".complete").read_text().strip() == "0.1.0"
+    assert os.readlink(tree / "current") == "releases/0.1.0"
+    assert os.readlink(tree / "committed") == "releases/0.1.0"
     # what User=speaker must reach (status=203/EXEC when the venv was made under umask 077)
-    for path in (root / "opt" / "speaker-node", venv, venv / "bin"):
+    for path in (tree, tree / "releases", venv, venv / "bin"):
         assert mode(path) == 0o755, path
     assert mode(venv / "bin" / "speaker-node") & 0o005 == 0o005
     link = root / "usr" / "local" / "bin" / "speaker-node"
-    assert os.readlink(link) == "/opt/speaker-node/venv/bin/speaker-node"
+    assert os.readlink(link) == "/opt/speaker-node/current/venv/bin/speaker-node"   # follows updates
+    # the bundle seeds the update staging area, so a first update downloads only what changed
+    staged = root / "var" / "lib" / "speaker-node" / "update-staging" / "0.1.0"
+    assert (staged / "speaker_node-0.1.0-py3-none-any.whl").exists()
     # libVLC: the card's Debian packages installed offline inside the image, none downloaded
     apt = next(c for c in calls if c.startswith(f"chroot {root} apt-get install"))
     assert "--no-download" in apt and "/var/cache/speaker-node/debs/libvlc5_3.0.21-0+deb12u1_arm64.deb" in apt

@@ -41,7 +41,9 @@ if [ -z "$BOOT" ]; then
 fi
 CARD="$BOOT/speaker-node"
 ETC="$ROOT/etc/speaker-node"
-VENV=/opt/speaker-node/venv
+# The release tree (docs/protocol.md 8a): releases/VERSION/venv, and the links `current` (what systemd
+# starts) and `committed` (the last version that passed its health check). VENV is set in step 5.
+TREE=/opt/speaker-node
 LIBDIR=/usr/local/lib/speaker-node
 BINDIR=/usr/local/bin
 CLIS="speaker-node"
@@ -226,11 +228,20 @@ fi
 
 # 5. software from the offline wheel bundle (never PyPI on the pole) -----------------------------
 step "wheels from the card"
-if [ ! -x "$ROOT$VENV/bin/speaker-node" ]; then
+wheel="$(ls "$CARD"/bundle/speaker_node-*.whl 2>/dev/null | head -n 1 || true)"
+if [ -n "$wheel" ]; then
+    VERSION="$(basename "$wheel" | cut -d- -f2)"
+elif [ -L "$ROOT$TREE/current" ]; then
+    VERSION="$(basename "$(readlink "$ROOT$TREE/current")")"   # a retry after the bundle was used
+else
+    die "no speaker_node wheel in $CARD/bundle and speaker-node is not installed"
+fi
+VENV="$TREE/releases/$VERSION/venv"
+if [ ! -f "$ROOT$TREE/releases/$VERSION/.complete" ]; then
     [ -d "$CARD/bundle" ] || die "no offline bundle in $CARD/bundle and speaker-node is not installed"
     pip_wheel="$(ls "$CARD"/bundle/pip-*.whl 2>/dev/null | head -n 1 || true)"
-    rm -rf "$ROOT$VENV"   # a venv half-made by a cut-short boot
-    install -d -m 0755 "$ROOT/opt/speaker-node"
+    rm -rf "$ROOT$TREE/releases/$VERSION"   # a venv half-made by a cut-short boot
+    install -d -m 0755 "$ROOT$TREE" "$ROOT$TREE/releases"
     # system site packages: gpiozero's pin backend (python3-lgpio) comes from Raspberry Pi OS.
     if [ -n "$pip_wheel" ]; then
         python3 -m venv --system-site-packages --without-pip "$ROOT$VENV"
@@ -241,12 +252,27 @@ if [ ! -x "$ROOT$VENV/bin/speaker-node" ]; then
         "$ROOT$VENV/bin/python" -m pip install --no-index --find-links "$CARD/bundle" \
             --no-cache-dir --disable-pip-version-check speaker-node
     fi
+    echo "$VERSION" > "$ROOT$TREE/releases/$VERSION/.complete"   # written last: the install is whole
+fi
+# Both links name the first version; renamed over (atomic), as the updater does.
+for link in current committed; do
+    ln -sfn "releases/$VERSION" "$ROOT$TREE/.$link.new" && mv -Tf "$ROOT$TREE/.$link.new" "$ROOT$TREE/$link"
+done
+# The bundle's wheels seed the update staging area: a later update downloads only what changed.
+install -d -m 0700 "$ROOT/var/lib/speaker-node" "$ROOT/var/lib/speaker-node/update-staging"
+if [ -d "$CARD/bundle" ] && [ ! -d "$ROOT/var/lib/speaker-node/update-staging/$VERSION" ]; then
+    install -d -m 0700 "$ROOT/var/lib/speaker-node/update-staging/$VERSION"
+    cp "$CARD"/bundle/*.whl "$ROOT/var/lib/speaker-node/update-staging/$VERSION/"
+fi
+if getent passwd speaker >/dev/null 2>&1 && [ -z "$ROOT" ]; then
+    chown -R speaker:speaker /var/lib/speaker-node
 fi
 # Readable and traversable by everyone (a venv from an older first boot may have been made 077).
-chmod -R u+rwX,go+rX,go-w "$ROOT/opt/speaker-node"
+chmod -R u+rwX,go+rX,go-w "$ROOT$TREE"
 # The technician's commands on PATH, with and without sudo (secure_path has /usr/local/bin).
 install -d -m 0755 "$ROOT$BINDIR"
-for cli in $CLIS; do ln -sfn "$VENV/bin/$cli" "$ROOT$BINDIR/$cli"; done
+# Through `current`, so the commands follow a software update.
+for cli in $CLIS; do ln -sfn "$TREE/current/venv/bin/$cli" "$ROOT$BINDIR/$cli"; done
 
 # 6. systemd units and drop-ins ---------------------------------------------------------------
 step "units"
@@ -254,22 +280,24 @@ install -d -m 0755 "$ROOT/etc/systemd/journald.conf.d" "$ROOT/etc/systemd/system
 install -m 0644 "$CARD/units/speaker-node.service" "$ROOT/etc/systemd/system/speaker-node.service"
 install -m 0644 "$CARD/units/journald-speaker.conf" "$ROOT/etc/systemd/journald.conf.d/speaker-node.conf"
 install -m 0644 "$CARD/units/watchdog.conf" "$ROOT/etc/systemd/system.conf.d/speaker-watchdog.conf"
-for unit in speaker-reboot.path speaker-reboot.service; do
+for unit in speaker-reboot.path speaker-reboot.service speaker-update.path speaker-update.service; do
     if [ -f "$CARD/units/$unit" ]; then install -m 0644 "$CARD/units/$unit" "$ROOT/etc/systemd/system/$unit"; fi
 done
 if [ -f "$CARD/units/99-speaker-modem.rules" ]; then
     install -D -m 0644 "$CARD/units/99-speaker-modem.rules" "$ROOT/etc/udev/rules.d/99-speaker-modem.rules"
 fi
 systemctl --root "${ROOT:-/}" enable speaker-node.service
-if [ -f "$ROOT/etc/systemd/system/speaker-reboot.path" ]; then
-    systemctl --root "${ROOT:-/}" enable speaker-reboot.path
-fi
+for path_unit in speaker-reboot.path speaker-update.path; do
+    if [ -f "$ROOT/etc/systemd/system/$path_unit" ]; then
+        systemctl --root "${ROOT:-/}" enable "$path_unit"
+    fi
+done
 
 # 7. prove the service user can run what the unit runs (the 203/EXEC class of failure) ------------
 step "service user check"
 if live; then
-    runuser -u speaker -- "$VENV/bin/speaker-node" --version \
-        || die "user speaker cannot run $VENV/bin/speaker-node (modes under /opt/speaker-node?)"
+    runuser -u speaker -- "$TREE/current/venv/bin/speaker-node" --version \
+        || die "user speaker cannot run $TREE/current/venv/bin/speaker-node (modes under $TREE?)"
     runuser -u speaker -- test -r /etc/speaker-node/node.key || die "user speaker cannot read its key"
 fi
 
