@@ -150,3 +150,61 @@ def test_release_that_never_passes_its_health_check_rolls_back_after_the_deadlin
         watcher.close()
         sim.close()
         content.stop()
+
+
+def _supervised(tree, cfg: Path, state: Path, log, env) -> subprocess.Popen:
+    """What systemd does on a node: the committed version's guard before each start of `current`."""
+    return subprocess.Popen([str(tree.executable("committed")), "update-guard", "--root", str(tree.root),
+                             "--state", str(state), "--supervise", "--trial-deadline", "60", "--", "run",
+                             "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("cut_in", ["pending", "downloading", "installing", "switching", "trial", "committing"])
+def test_power_cut_in_every_update_state_ends_committed_with_one_install(
+        cut_in, wheels, tmp_path, district_ws, broker):
+    """kill -9 right after the record entering each state is on disk; restart as systemd would."""
+    tree = ReleaseTree(tmp_path / "opt")
+    tree.install(OLD, wheels[OLD], "speaker-node")
+    tree.point("current", OLD)
+    tree.point("committed", OLD)
+    state_dir = tmp_path / "state"
+    cfg = write_node_config(tmp_path / "node.toml", district_ws, NODE, [broker.address], state_dir=state_dir,
+                            extra="[update]\nhealth_deadline = 30\nquiet_before_slot = 0\n")
+    marker = tmp_path / "killed"
+    base_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    log = open(tmp_path / "node.log", "ab")
+    content = ContentServer(district_ws, tmp_path / "served").start()
+    sim = DistrictSimulator(district_ws, broker.address)
+    watcher = district_probe(broker, district_ws, client_id=f"upd-cut-{os.getpid()}-{time.monotonic_ns()}")
+    proc = _supervised(tree, cfg, state_dir / "update.json", log,
+                       {**base_env, "SPEAKER_UPDATE_KILL_AT": f"{cut_in}:{marker}"})
+    try:
+        _status_version(watcher, OLD, 60)
+        rel = _release(district_ws, wheels[NEW], NEW, tmp_path / "served" / NEW)
+        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(NEW + "/")}
+        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+        deadline = time.monotonic() + 240
+        while not (tree.committed() == NEW and tree.current() == NEW):
+            assert time.monotonic() < deadline, (tree.current(), tree.committed(), cut_in)
+            if proc.poll() is not None:        # the whole unit died with the cut: systemd starts it again
+                assert marker.exists(), "the daemon exited without the injected power cut"
+                proc = _supervised(tree, cfg, state_dir / "update.json", log, base_env)
+            time.sleep(0.2)
+        assert marker.exists(), f"the cut in {cut_in} never happened"
+        committed = _events(watcher, "update_committed", 60)
+        assert committed["data"]["version"] == NEW
+        installs = (tmp_path / "node.log").read_text(errors="replace").count("healthy (")
+        assert installs == 1
+        assert tree.is_complete(NEW) and tree.is_complete(OLD)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+        watcher.close()
+        sim.close()
+        content.stop()

@@ -156,17 +156,16 @@ class UpdateService:
     def start(self) -> None:
         record = self.state_file.load()
         self.record = record
+        if record.state in (st.UpdateState.PENDING, st.UpdateState.DOWNLOADING, st.UpdateState.INSTALLING):
+            if not self._load_release():      # the stored command is verified again before it acts
+                return
         new, actions = st.step(record, st.Starting(self.running))
         self._apply(new, actions)
         if self.record.state is st.UpdateState.TRIAL:
             self._trial_started = self.monotonic()
             self.loop.call_later(HEALTH_POLL_S, self._health_tick)
-        elif self.record.state in (st.UpdateState.PENDING, st.UpdateState.DOWNLOADING,
-                                   st.UpdateState.INSTALLING):
-            if not self._load_release():
-                return
-            if self.record.state is st.UpdateState.PENDING:
-                self.loop.call_later(0, self._quiet_tick)
+        elif self.record.state is st.UpdateState.PENDING:
+            self.loop.call_later(0, self._quiet_tick)
 
     def stop(self) -> None:
         self._cancel.set()
