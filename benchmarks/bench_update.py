@@ -28,12 +28,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from common import ByteCountingProxy, command_line, machine_line, median  # noqa: E402
-from release_builder import build_wheelhouses  # noqa: E402
 from support import district_probe, make_tls_workspace, write_node_config  # noqa: E402
 
 from node import __version__ as OLD  # noqa: E402
 from node.update.tree import ReleaseTree  # noqa: E402
 from provisioning.district.content_server import ContentServer  # noqa: E402
+from provisioning.district.devrelease import build_wheelhouses  # noqa: E402
 from provisioning.district.localbroker import LocalBroker  # noqa: E402
 from provisioning.district.release import main as release_main  # noqa: E402
 from provisioning.district.simulator import DistrictSimulator  # noqa: E402

@@ -94,7 +94,7 @@ def test_bookworm_image_gets_identity_units_and_imager_style_hook(image, nodes, 
     assert (
         fat_list(image, "/speaker-node/units")
         == {"speaker-node.service", "speaker-firstboot.service", "journald-speaker.conf", "watchdog.conf",
-            "speaker-reboot.path", "speaker-reboot.service"}
+            "speaker-reboot.path", "speaker-reboot.service", "speaker-update.path", "speaker-update.service"}
         | optional
     )
     assert (

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from release_builder import build_wheelhouses, crash_at_start, never_healthy
 from support import district_probe, write_node_config
 
 from node import __version__ as OLD
 from node.update.tree import ReleaseTree
 from provisioning.district.content_server import ContentServer
+from provisioning.district.devrelease import build_wheelhouses, crash_at_start, never_healthy
 from provisioning.district.release import main as release_main
 from provisioning.district.simulator import DistrictSimulator
 

@@ -91,14 +91,18 @@ class SimulatedNode:
         self.node_dir, self.config, self.state_dir = node_dir, config, state_dir
         self.proc: subprocess.Popen | None = None
         self.log_path = node_dir / "node.log"
+        self.argv: list[str] | None = None       # e.g. a release tree's current/venv/bin/speaker-node run ...
+        self.env_drop: tuple[str, ...] = ()
 
     def start(self, python: str | None = None, env: dict | None = None) -> None:
         log = open(self.log_path, "ab")
         root = Path(__file__).resolve().parents[2]
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         full_env["PYTHONPATH"] = str(root) + os.pathsep + full_env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([python or sys.executable, "-m", "node", "run", "--config", str(self.config)],
-                                     stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        for name in self.env_drop:
+            full_env.pop(name, None)
+        argv = self.argv or [python or sys.executable, "-m", "node", "run", "--config", str(self.config)]
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
         log.close()
 
     def terminate(self, timeout: float = 15) -> int | None:

@@ -221,9 +221,9 @@ class Scenario:
         print("\n" + table.render(time.time()) + "\n", flush=True)
         return ok
 
-    def run(self) -> bool:
+    def run(self, extra_steps=()) -> bool:
         steps = [self.all_online, self.signed_bulletin, self.forged_and_replayed, self.programme_and_emergency,
-                 self.heartbeat_and_door]
+                 self.heartbeat_and_door, *extra_steps]
         ok = True
         for step in steps:
             ok &= step()
@@ -276,6 +276,9 @@ def main(argv: list[str]) -> int:
                                  "(default: a new temporary directory, kept for inspection)")
     p.add_argument("--nodes", type=int, default=2, choices=range(1, len(COMMUNES) + 1),
                    help="number of simulated nodes")
+    p.add_argument("--update", action="store_true",
+                   help="also update the first node to a signed new release and roll back a broken one "
+                        "(builds real wheels: about a minute more)")
     args = p.parse_args(argv)
 
     from provisioning.district.box import DistrictInABox
@@ -296,10 +299,19 @@ def main(argv: list[str]) -> int:
         content = box.start_content_server()
         print(f"  content server (HTTPS, client certificates) on {content.host}:{content.port}")
         timeline = Timeline(box.workspace, broker.address)
+        updatable = None
+        if args.update:
+            from provisioning.district.demo_update import UpdatableNode
+            updatable = UpdatableNode(next(iter(box.nodes.values())), directory / "releases")
+            updatable.prepare(timeline.say)
         box.start_nodes()
         sim = DistrictSimulator(box.workspace, broker.address)
         scenario = Scenario(box, timeline, sim)
-        ok = scenario.run()
+        extra = []
+        if updatable:
+            from provisioning.district.demo_update import software_update
+            extra.append(lambda: software_update(scenario, updatable))
+        ok = scenario.run(extra)
         if not args.once and ok:
             timeline.say("demo running; press Ctrl-C to stop")
             try:

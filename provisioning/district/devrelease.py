@@ -1,5 +1,6 @@
-"""Real releases for the update tests and benchmark: this project's source copied, its version set (and
-optionally broken), built into a wheel beside the dependency wheels of this machine."""
+"""Releases of this source tree for the demo, the update tests and the benchmark: the project copied, its
+version set (and optionally broken on purpose), built into a wheel beside this machine's dependency
+wheels. A district building real releases uses `speaker-provision bundle` for the Pi's platform."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ["paho-mqtt>=2.1", "cryptography>=43", "gpiozero>=2.0", "pyserial>=3.5", "python-vlc>=3.0.18122"]
 
 
@@ -21,11 +22,13 @@ def _pip(*args, timeout=600):
 def build_version(tmp: Path, version: str, out: Path, patch=None) -> None:
     """A real wheel of this project at `version` (a copy of the source tree, optionally broken)."""
     src = tmp / f"src-{version}"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "tests", "benchmarks", "*.egg-info",
-                                                          "build", "__pycache__", "docs"))
+    skip = shutil.ignore_patterns(".git", ".venv", "tests", "benchmarks", "docs", "build", "mutants", "*.egg-info",
+                                  "__pycache__", ".ruff_cache", ".pytest_cache", ".hypothesis")
+    shutil.copytree(ROOT, src, ignore=skip)
     init = src / "node" / "__init__.py"
     text, n = re.subn(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text())
-    assert n == 1
+    if n != 1:
+        raise RuntimeError(f"{init} has no __version__ line to set")
     init.write_text(text)
     if patch:
         patch(src)
