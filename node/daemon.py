@@ -23,6 +23,7 @@ log = logging.getLogger("speaker-node")
 # 20 starts per 10 min is the unit's limit: one attempt per ~35 s stays below it forever.
 DEFAULT_GPIO_RETRY_DELAY = 30.0
 GPIO_RETRY_DELAY = float(os.environ.get("SPEAKER_GPIO_RETRY_DELAY", DEFAULT_GPIO_RETRY_DELAY))
+PRIVATE_UMASK = 0o077
 
 
 def parse_args(argv):
@@ -35,13 +36,21 @@ def parse_args(argv):
 
 
 def setup_logging(level: str) -> None:
-    # journald adds timestamps; keep lines short and greppable.
+    # journald adds timestamps; keep lines short and greppable. Messages carry remote text (keyids,
+    # topics, details): the formatter escapes control characters so no message can forge a line.
+    from node.logsafe import EscapingFormatter
+
     fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter(fmt))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def main(argv: list[str]) -> int:
+    # Our own umask, whatever started us (systemd's UMask= too, but also a shell or a test): state,
+    # cache and status files hold accepted commands and the node's identity, for no other user.
+    os.umask(PRIVATE_UMASK)
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:

@@ -21,6 +21,7 @@ from node.adapters.system_clock import SystemClock
 from node.adapters.systemd_notify import Notifier
 from node.app import NodeApp
 from node.errors import ConfigError, DeviceError, HardwareUnavailable, RemoteDataError
+from node.filemodes import private_dir, private_files
 from node.loop import EventLoop
 from node.service import settings
 from node.trust.commands import Limits
@@ -50,9 +51,8 @@ def hold_daemon_lock(cfg):
     import fcntl
     import os
 
-    run = runtime_dir(cfg)
-    run.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    run = private_dir(runtime_dir(cfg))
+    fd = os.open(run / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -63,12 +63,12 @@ def hold_daemon_lock(cfg):
 
 
 def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=None, player=None) -> NodeApp:
-    state_dir = Path(cfg.storage.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = private_dir(cfg.storage.state_dir)
     lock_fd = hold_daemon_lock(cfg)
     clock = clock or SystemClock(cfg.clock.ntp_sync_file)
     loop = EventLoop(clock.monotonic)
     store = StateStore(state_dir / "state.db")
+    private_files(state_dir / "state.db")
     cfg = settings.apply_stored(cfg, store)  # signed remote settings accepted earlier
     if make_broker is None:
         _check_files(cfg)
@@ -112,8 +112,7 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     from node.service.parts import NodeParts
 
     closers = []
-    run_dir = runtime_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = private_dir(runtime_dir(cfg))
     state_dir = Path(cfg.storage.state_dir)
     try:
         trust = TrustKeeper(Path(cfg.trust.file).read_bytes(), store)
@@ -153,7 +152,8 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
         player = VlcPlayer(loop.post, output=cfg.audio.output, device=cfg.audio.device,
                            wav_path=Path(cfg.audio.wav_dir) / "{item_id}.wav")
     closers.append(player.close)
-    cache = ContentCache(Path(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB, state_dir / "cache.db")
+    cache = ContentCache(private_dir(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB, state_dir / "cache.db")
+    private_files(state_dir / "cache.db")
     cache.sweep()
     closers.append(cache.close)
     downloader = Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
@@ -163,6 +163,7 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     outbox = Outbox(state_dir / "outbox.db", node_id=cfg.node.id, max_rows=cfg.health.outbox_max_rows,
                     max_event_rows=min(20_000, cfg.health.outbox_max_rows))
     closers.append(outbox.close)
+    private_files(state_dir / "outbox.db")
 
     limits = Limits(max_envelope_bytes=cfg.trust.max_message_bytes, audio_max_bytes=cfg.audio.max_audio_mb * MB,
                     audio_max_duration=cfg.audio.max_duration, skew_seconds=cfg.trust.clock_skew)
@@ -201,6 +202,7 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=trust, clock=clock,
                            clock_trust=clock_trust, limits=limits, max_message_bytes=cfg.trust.max_message_bytes,
                            dispatcher=onair, emit=emit_event, on_update=updates.on_command)
+    onair.read_stored = intake.read_stored
 
     def publish_full(payload):
         parts_ref["parts"].app.publish_status(payload)

@@ -302,3 +302,62 @@ def test_a_bug_in_the_trust_update_path_is_internal_error_too(monkeypatch):
     monkeypatch.setattr(verifier, "trust_update_from_envelope", broken)
     decision = verify_message(V.trust_envelope(), trust=TRUST, node_id=V.NODE_ID, now=NOW)
     assert_rejected(decision, "internal_error")
+
+
+def test_plain_http_live_url_is_refused():
+    """A correctly signed live relay over plain http would play whatever the network path delivers."""
+    live = V.command("live", {"url": "http://radio.example/khan-cap", "max_duration": 1800, "level": "normal"},
+                     cid="live-plain-http-0001")
+    decision = verify(V.sign(live, ["live"]))
+    assert_rejected(decision, "live_url_refused")
+    assert "body.url" in decision.detail
+
+
+def test_plain_http_live_schedule_slot_is_refused():
+    body = V.schedule_body(5)
+    live_slots = [i for i, slot in enumerate(body["slots"]) if "live" in slot]
+    assert live_slots
+    body["slots"][live_slots[0]]["live"]["url"] = "http://radio.example/vov1"
+    decision = verify(V.sign(V.command("schedule", body, cid="schedule-http-live-01"), ["schedule"]))
+    assert_rejected(decision, "live_url_refused")
+    assert f"slots[{live_slots[0]}].live.url" in decision.detail
+
+
+def test_live_url_with_another_scheme_stays_malformed():
+    live = V.command("live", {"url": "rtsp://radio.example/x", "max_duration": 60, "level": "normal"},
+                     cid="live-rtsp-scheme-0001")
+    assert_rejected(verify(V.sign(live, ["live"])), "malformed")
+
+
+def _stored(envelope, kinds=("play", "live"), **overrides):
+    from node.trust.verifier import verify_stored
+
+    kwargs = dict(trust=TRUST, node_id=V.NODE_ID, groups=V.GROUPS, kinds=kinds)
+    kwargs.update(overrides)
+    return verify_stored(envelope, **kwargs)
+
+
+def test_stored_command_with_zeroed_signature_is_refused_on_read_back():
+    envelope = json.loads(play(cid="stored-zero-sig-0001", level="priority"))
+    envelope["signatures"][0]["sig"] = base64.b64encode(bytes(64)).decode()
+    assert_rejected(_stored(json.dumps(envelope).encode()), "bad_signature")
+
+
+def test_stored_command_of_another_type_in_the_journal_is_refused():
+    stop = V.sign(V.command("stop", {"content_id": None, "level": "normal", "all": False}, cid="stored-stop-0001"),
+                  ["bulletin"])
+    assert_rejected(_stored(stop), "unsupported_type")
+    assert isinstance(_stored(stop, kinds=("stop",)), Accepted)
+
+
+def test_stored_command_is_accepted_again_whatever_its_id_or_age():
+    """Replay and expiry are the reader's decisions (the id is in seen_ids by design)."""
+    old = play(cid="stored-old-play-0001", not_before=NOW - dt.timedelta(days=40),
+               expires=NOW - dt.timedelta(days=20))
+    decision = _stored(old)
+    assert isinstance(decision, Accepted) and decision.command.id == "stored-old-play-0001"
+
+
+def test_stored_command_for_another_node_is_refused():
+    other = play(cid="stored-other-node-01", targets=("99999-01",))
+    assert_rejected(_stored(other), "wrong_target")

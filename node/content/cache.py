@@ -193,6 +193,7 @@ class ContentCache:
                                       sha256=sha256, usage=self.usage())
             self._evict(victims)
             final.parent.mkdir(exist_ok=True)
+            os.chmod(temp_path, 0o600)  # explicit, whatever the umask: the cache is the node's alone
             os.replace(temp_path, final)
             _fsync_dir(final.parent)
             if final.parent != temp_path.parent:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from node import __version__
+from node.filemodes import write_private
 from node.modem.supervision import RecoveryLadder, network_time_bound
 from node.playback.relays import AMPLIFIER, InputChanged
 from node.reporting import system
@@ -170,10 +170,7 @@ class HealthService:
         """The latest status in the runtime directory (tmpfs on a node: no SD wear) for selftest."""
         status = self.heartbeat.last_sent if full is None else full
         try:
-            self.runtime_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.runtime_dir / "status.json.tmp"
-            tmp.write_text(json.dumps(status, separators=(",", ":")))
-            os.replace(tmp, self.runtime_dir / "status.json")
+            write_private(self.runtime_dir / "status.json", json.dumps(status, separators=(",", ":")).encode())
         except OSError as exc:
             log.debug("runtime status not written: %s", exc)
 

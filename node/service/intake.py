@@ -24,7 +24,7 @@ from node.trust import reasons
 from node.trust.commands import Limits
 from node.trust.time_trust import ClockTrust
 from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_update
-from node.trust.verifier import Accepted, Rejected, TrustAccepted, verify_message
+from node.trust.verifier import Accepted, Rejected, TrustAccepted, verify_message, verify_stored
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ class Dispatcher(Protocol):
     def on_schedule(self, command, envelope: bytes) -> None: ...
     def on_live(self, command) -> None: ...
     def on_config(self, command) -> bool: ...
+
+
+class StoredEnvelopeRefused(RemoteDataError):
+    """An envelope read back from local storage no longer verifies: it must not act."""
 
 
 @dataclass
@@ -114,6 +118,22 @@ class CommandIntake:
     # --- time ------------------------------------------------------------------------------------
     def observe_clock(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
         return self.trusted_time.now(cellular)
+
+    # --- envelopes read back from local storage ---------------------------------------------------
+    def read_stored(self, envelope: bytes, kinds: tuple[str, ...], where: str, stored_id: str | None = None):
+        """The command in a stored envelope (journal row, schedule or config document), verified again
+        against the trust in force; raises StoredEnvelopeRefused (reported) when it no longer verifies.
+        Whoever can write the SD card while the node is off must not be able to make it speak.
+        `stored_id`: the command id the row is kept under, reported when the envelope itself cannot say."""
+        result = verify_stored(envelope, trust=self.trust.document, node_id=self.node_id, groups=self.groups,
+                               kinds=kinds, limits=self.limits)
+        if isinstance(result, Accepted):
+            return result.command
+        log.error("stored %s refused: %s %s", where, result.reason, result.detail)
+        self.emit("stored_envelope_refused", {"store": where, "reason": result.reason, "keyid": result.keyid,
+                                              "command_id": result.command_id or stored_id,
+                                              "detail": result.detail[:200] or None})
+        raise StoredEnvelopeRefused(result.reason, result.detail, keyid=result.keyid, command_id=result.command_id)
 
     # --- messages ----------------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> IntakeDecision:

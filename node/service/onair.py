@@ -66,6 +66,7 @@ class OnAir(ProgrammeMixin, RecordsMixin):
         self.held: dict[str, tuple[int, QueueItem]] = {}  # item_id -> (timer, item) waiting for start_at
         self.fetch_failures: dict[str, tuple[int, float]] = {}  # sha256 -> (failures, next retry, monotonic)
         self.limits = limits
+        self.read_stored = None  # set by the wiring: the intake's re-verification of stored envelopes
         self._recovery_pending = False
         self.schedule: dict | None = None
         self.schedule_version = 0

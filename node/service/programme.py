@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from node.playback import schedule as sched
 from node.playback.arbiter import Level, QueueItem
 from node.playback.records import PlayResult
-from node.trust.commands import DEFAULT_LIMITS, parse_command
+from node.trust.commands import DEFAULT_LIMITS
 from node.trust.envelope import parse_envelope
 
 if TYPE_CHECKING:
@@ -32,15 +32,19 @@ class ProgrammeMixin:
         self._load_schedule(envelope)
         self._schedule_tick()
 
-    def _parse(self, envelope: bytes):
-        """Re-read a stored, already verified envelope with the node's own limits."""
+    def _parse(self, envelope: bytes, kinds: tuple[str, ...], where: str, stored_id: str | None = None):
+        """Re-read a stored envelope: verified again (self.read_stored, the intake's) before it acts,
+        because local storage is not a trusted channel. Raises RemoteDataError when it does not verify."""
         limits = self.limits or DEFAULT_LIMITS
+        if self.read_stored is None:
+            raise RuntimeError("OnAir.read_stored is not wired: a stored envelope cannot be verified")
+        command = self.read_stored(envelope, kinds, where, stored_id)
         payload = parse_envelope(envelope, max_bytes=limits.max_envelope_bytes,
                                  max_signatures=limits.max_signatures).payload
-        return payload, parse_command(payload, limits)
+        return payload, command
 
     def _load_schedule(self, envelope: bytes) -> None:
-        payload, command = self._parse(envelope)
+        payload, command = self._parse(envelope, ("schedule",), "schedule")
         self.schedule = json.loads(payload)["body"]
         self.schedule_version = command.version
         log.info("schedule version %d in force (%d slots)", self.schedule_version, len(self.schedule.get("slots", [])))

@@ -91,9 +91,10 @@ class RecordsMixin:
         for slot, data in self.store.journal_items("cmd:"):
             try:
                 envelope = base64.b64decode(data["envelope"])
-                _, command = self._parse(envelope)
+                _, command = self._parse(envelope, ("play", "live"), "journal", slot.removeprefix("cmd:"))
             except Exception as exc:  # noqa: BLE001 - a damaged journal row must not block start-up
-                log.error("dropping unreadable journal entry %s: %s", slot, exc)
+                # A row that no longer verifies was reported (stored_envelope_refused) by read_stored.
+                log.error("dropping unusable journal entry %s: %s", slot, exc)
                 self.store.journal_set(slot, None)
                 continue
             if now >= command.expires:

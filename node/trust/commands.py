@@ -247,6 +247,15 @@ class _Reader:
             raise self.fail(where, f"must be a {' or '.join(schemes)} URL")
         return value
 
+    def live_url(self, value, where: str) -> str:
+        """A live stream is played as it arrives, with no signed hash to check it against: only the TLS
+        session (district CA, our client certificate) says the bytes come from the district. So https
+        only; a well-formed http URL gets its own code, for the district to fix its relay."""
+        value = self.url(value, where, ("http", "https"))
+        if not value.startswith("https://"):
+            raise RemoteDataError(reasons.LIVE_URL_REFUSED, f"{where} must be an https URL, not {value[:64]}")
+        return value
+
     def listof(self, value, where: str, max_items: int, *, nonempty=False) -> list:
         if not isinstance(value, list):
             raise self.fail(where, "must be a list")
@@ -290,7 +299,7 @@ class _Reader:
             raw = self.listof(item["playlist"], f"{where}.playlist", self.limits.max_playlist, nonempty=True)
             return tuple(self.content(x, f"{where}.playlist[{i}]")[0] for i, x in enumerate(raw)), None
         live = self.obj(item["live"], f"{where}.live", ("url",), ("codec",))
-        return None, LiveSource(self.url(live["url"], f"{where}.live.url", ("http", "https")),
+        return None, LiveSource(self.live_url(live["url"], f"{where}.live.url"),
                                 self.choice(live.get("codec"), f"{where}.live.codec", CODECS, nullable=True))
 
 
@@ -348,7 +357,7 @@ def _schedule(r: _Reader, body) -> ScheduleBody:
 def _live(r: _Reader, body) -> LiveBody:
     body = r.obj(body, "body", ("url", "max_duration", "level"), ("volume", "grace"))
     return LiveBody(
-        r.url(body["url"], "body.url", ("http", "https")),
+        r.live_url(body["url"], "body.url"),
         r.number(body["max_duration"], "body.max_duration", 1, r.limits.live_max_duration,
                  too_big_is_limit=True),
         r.choice(body["level"], "body.level", LEVELS),

@@ -48,6 +48,7 @@ AUDIO_TOO_MANY_REDIRECTS = "audio_too_many_redirects"
 CACHE_FULL = "cache_full"
 DOWNLOAD_FAILED = "download_failed"
 INTERNAL_ERROR = "internal_error"
+LIVE_URL_REFUSED = "live_url_refused"
 
 TABLE: tuple[Reason, ...] = (
     Reason(TOO_LARGE, True, "the envelope is bigger than the configured maximum; not parsed"),
@@ -86,6 +87,8 @@ TABLE: tuple[Reason, ...] = (
     Reason(INTERNAL_ERROR, True, "a bug in the node's verifier (an unexpected exception while checking): the "
                                  "message is refused; detail names the exception and where. Never the sender's "
                                  "fault alone: file a bug with the message"),
+    Reason(LIVE_URL_REFUSED, True, "a live URL (live command or schedule slot) is not https: live audio has no "
+                                   "signed hash, only the district-CA TLS session authenticates it"),
 )
 
 BY_CODE: dict[str, Reason] = {reason.code: reason for reason in TABLE}

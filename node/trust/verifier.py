@@ -297,3 +297,62 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
 
     roles = frozenset().union(*(key.roles for key in valid.values()))
     return Accepted(command, tuple(sorted(valid)), command.expires + skew, roles)
+
+
+def verify_stored(
+    envelope_bytes: bytes,
+    *,
+    trust: TrustDocument,
+    node_id: str,
+    groups=(),
+    kinds: tuple[str, ...],
+    limits: Limits = DEFAULT_LIMITS,
+) -> Accepted | Rejected:
+    """Decide again on an envelope read back from local storage (journal, schedule, config), before it acts.
+
+    The SD card is not a trusted channel: a row can be edited or planted while the node is off. This
+    re-checks what does not depend on when the envelope arrived: the parse, that it is a command of one
+    of `kinds`, the signatures against the trust document in force now (a key revoked since no longer
+    counts), each key's own validity at the command's not_before, roles, thresholds and targets.
+    Freshness (expiry) and replay are the caller's: a stored envelope was accepted once, by design.
+    Never raises for bad input."""
+    return _decide(lambda: _verify_stored(envelope_bytes, trust, node_id, tuple(groups), kinds, limits))
+
+
+def _verify_stored(data, trust, node_id, groups, kinds, limits):
+    envelope = parse_envelope(data, max_bytes=limits.max_envelope_bytes, max_signatures=limits.max_signatures)
+    if envelope.payload_type != PAYLOAD_COMMAND:
+        return reject(reasons.UNSUPPORTED_TYPE, f"{envelope.payload_type} is not a command")
+    signers, problems = _crypto_signers(envelope, trust)
+    if not signers:
+        return _worst(problems)
+    command = parse_command(envelope.payload, limits)
+    if command.type not in kinds:
+        return reject(reasons.UNSUPPORTED_TYPE, f"a {command.type} command where only {'/'.join(kinds)} is kept",
+                      command_id=command.id)
+    wrong = _check_targets(command, node_id, groups, None)
+    if wrong:
+        return wrong
+    valid: dict[str, TrustedKey] = {}
+    for keyid, key in signers.items():
+        problem = _key_time_problem(key, command.not_before)
+        if problem:
+            problems.append((problem, keyid))
+        else:
+            valid[keyid] = key
+    if not valid:
+        return _worst(problems, command.id)
+    for role, threshold in required_roles(command, trust):
+        holders = sorted(k for k, key in valid.items() if role in key.roles)
+        if not holders:
+            return reject(reasons.ROLE_NOT_ALLOWED, f"{command.type} needs role {role!r}", next(iter(valid)),
+                          command.id)
+        if len(holders) < threshold:
+            telling = [p for p in problems if p[1] in trust.keys and role in trust.keys[p[1]].roles]
+            if telling:
+                return _worst(telling, command.id)
+            return reject(reasons.THRESHOLD_NOT_MET,
+                          f"role {role!r} needs {threshold} distinct keys, got {len(holders)}", holders[0], command.id)
+    roles = frozenset().union(*(key.roles for key in valid.values()))
+    skew = dt.timedelta(seconds=limits.skew_seconds)
+    return Accepted(command, tuple(sorted(valid)), command.expires + skew, roles)

@@ -291,6 +291,10 @@ def cases() -> list[tuple[str, str, bytes, dict, dict]]:
         no("limit_exceeded"))
     add("too-large-rejected", "A 70 000-byte envelope (the cap is 65 536): not even parsed.",
         sign(command("play", play_body(title="B" * 52000), cid=cid("large")), ["bulletin"]), no("too_large"))
+    live_http = command("live", {"url": "http://radio.example/khan-cap", "max_duration": 1800,
+                                 "level": "normal", "grace": 30}, cid=cid("live-http"))
+    add("live-plain-http-rejected", "A correctly signed live relay over plain http: live audio is https only.",
+        sign(live_http, ["live"]), no("live_url_refused"))
     return out
 
 
