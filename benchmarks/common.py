@@ -111,7 +111,7 @@ class Seen:
 class Subscriber:
     """A district MQTT client (mTLS, district certificate) that timestamps what it receives."""
 
-    def __init__(self, workspace: Path, address: str, topics: list[str], client_id: str = "bench-sub"):
+    def __init__(self, workspace: Path, address: str, topics: list[str], client_id: str = "district:bench-sub"):
         import paho.mqtt.client as mqtt
 
         from provisioning.district.localbroker import client_tls

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from node.messages import MESSAGES
+from node.topics import mqtt_client_id
 
 FAIL_DAYS = 7  # certificate / trust document: fail below this many days left
 WARN_DAYS = 30  # ... and pass with a warning below this
@@ -270,7 +271,7 @@ def check_broker(cfg, say: Say, timeout: float = BROKER_TIMEOUT) -> CheckResult:
         return CheckResult("broker", False, say("broker_bad", bad=_describe_exc(exc)), say("hint_cert_files"))
     accepted, refused = [], []
     for server in b.servers:
-        why = try_broker(server, ctx, f"{cfg.node.id}-selftest", timeout)
+        why = try_broker(server, ctx, mqtt_client_id(cfg.node.id, "selftest"), timeout)
         (accepted.append(server) if why is None else refused.append(f"{server} ({why})"))
     if not accepted:
         return CheckResult("broker", False, say("broker_bad", bad="; ".join(refused)), say("hint_broker"))

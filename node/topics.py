@@ -38,3 +38,12 @@ class Topics:
 
     def is_own_topic(self, topic: str) -> bool:
         return topic == self.cmd
+
+
+def mqtt_client_id(identity: str, purpose: str | None = None) -> str:
+    """The MQTT client id a connection of certificate identity IDENTITY must use (docs/protocol.md §1a):
+    the CN itself for the identity's one long-lived session, "CN:purpose" for any further connection.
+    The district broker refuses every other client id, so no certificate can reach another's session."""
+    if ":" in identity or (purpose is not None and not purpose):
+        raise ValueError(f"bad identity/purpose for a client id: {identity!r}, {purpose!r}")
+    return identity if purpose is None else f"{identity}:{purpose}"

@@ -139,7 +139,11 @@ class Probe:
 
 
 def district_probe(broker, ws: Path, subscribe=("spk/node/+/status", "spk/node/+/events", "spk/node/+/delta"),
-                   client_id="district-probe"):
+                   client_id="district:probe"):
+    """A client of the district identity. The broker accepts only "district" and "district:…" from the
+    district certificate (docs/protocol.md §1a), so a bare purpose such as "acl-watcher" is namespaced."""
+    if client_id != "district" and not client_id.startswith("district:"):
+        client_id = f"district:{client_id}"
     return Probe(broker, client_tls(ws, "district"), client_id, subscribe)
 
 

@@ -102,7 +102,7 @@ def test_acl_lists_each_nodes_groups_and_nothing_else():
 
 @pytest.mark.parametrize("identity", ["district"])
 def test_district_identity_can_read_status(broker, district_ws, identity):
-    node = Probe(broker, node_tls(district_ws, "27787-02"), "27787-02b")
+    node = Probe(broker, node_tls(district_ws, "27787-02"), "27787-02:status-probe")
     watcher = district_probe(broker, district_ws, client_id="status-reader")
     try:
         node.publish("spk/node/27787-02/status", b'{"probe": 2}', retain=False)

@@ -13,6 +13,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from provisioning.district.fence_plugin import FenceBuildError, install_plugin
+
 
 def _template(name: str) -> str:
     return resources.files("provisioning").joinpath("broker", name).read_text(encoding="utf-8")
@@ -43,6 +45,18 @@ def render_acl(prefix: str, nodes: dict[str, list[str]]) -> str:
     return _template("acl.template").format(prefix=prefix, node_sections="\n".join(sections))
 
 
+def _ensure_crl(workspace: Path) -> Path:
+    """The broker always loads a CRL (the listener and the identity fence read the same file), so a later
+    `speaker-district revoke` rewrites a file the broker already watches instead of needing a new config."""
+    from provisioning.district.certs import Workspace, write_crl
+
+    ws = Workspace(workspace)
+    if not ws.crl_path.exists():
+        with ws.locked():
+            write_crl(ws, ws.load_registry())
+    return ws.crl_path
+
+
 def write_broker_config(
     workspace: str | Path, out_dir: str | Path, *, port: int = 8883, bind: str = "0.0.0.0",
     prefix: str = "spk", nodes: dict[str, list[str]] | None = None, run_as_root: bool = False,
@@ -55,7 +69,7 @@ def write_broker_config(
     tls = workspace / "tls"
     acl_path = out_dir / "acl"
     acl_path.write_text(render_acl(prefix, nodes))
-    crl = tls / "crl.pem"
+    crl = _ensure_crl(workspace)
     data_dir = out_dir / "data"
     data_dir.mkdir(exist_ok=True)
     conf = _template("mosquitto.conf.template").format(
@@ -65,7 +79,7 @@ def write_broker_config(
         persistence="true" if persistence else "false",
         persistence_dir=data_dir, log_dest=log_dest, port=port, bind=bind,
         cafile=tls / "ca.crt", certfile=tls / "broker.crt", keyfile=tls / "broker.key",
-        crl_line=f"crlfile {crl}" if crl.exists() else "", acl_file=acl_path,
+        crlfile=crl, acl_file=acl_path, plugin=install_plugin(out_dir),
     )
     conf_path = out_dir / "mosquitto.conf"
     conf_path.write_text(conf)
@@ -88,8 +102,12 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     # Production: Mosquitto drops to its own user, so DIR/tls/broker.key must be readable by it.
-    conf = write_broker_config(args.workspace, args.out, port=args.port, bind=args.bind, prefix=args.prefix,
-                               run_as_root=args.run_as_root)
+    try:
+        conf = write_broker_config(args.workspace, args.out, port=args.port, bind=args.bind, prefix=args.prefix,
+                                   run_as_root=args.run_as_root)
+    except FenceBuildError as exc:
+        print(f"speaker-district broker-config: {exc}", file=sys.stderr)
+        return 2
     print(conf)
     if not args.run_as_root:
         print("speaker-district broker-config: Mosquitto started as root drops to user 'mosquitto', which "

@@ -328,7 +328,8 @@ def main_revoke(argv: list[str]) -> int:
         print(f"revoked {args.node}: serial {', '.join(serials)}")
     else:
         print(f"{args.node} had no active certificate; CRL rewritten")
-    print(f"CRL {Workspace(args.workspace).crl_path} - copy it to the broker and reload mosquitto (SIGHUP)")
+    print(f"CRL {Workspace(args.workspace).crl_path} rewritten: a broker from 'speaker-district broker-config' that "
+          "reads this file closes the revoked connections within seconds; a broker elsewhere: copy it there")
     return 0
 
 

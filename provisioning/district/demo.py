@@ -20,6 +20,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from node.topics import mqtt_client_id
+
 COMMUNES = [("27787", "760", "75", 1), ("27787", "760", "75", 2), ("27790", "760", "75", 1)]
 
 
@@ -35,7 +37,8 @@ class Timeline:
         self.messages: "queue.Queue[tuple[str, dict]]" = queue.Queue()
         self.seen: list[tuple[float, str, dict]] = []
         host, _, port = broker_address.rpartition(":")
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-timeline", protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=mqtt_client_id("district", "demo-timeline"), protocol=mqtt.MQTTv5)
         self.client.tls_set_context(client_tls(workspace, "district"))
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
             [("spk/node/+/status", 1), ("spk/node/+/events", 1), ("spk/node/+/delta", 0)])

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from node.errors import RemoteDataError
+from node.topics import mqtt_client_id
 from node.trust.durations import parse_cli_time, parse_duration
 from provisioning.district import signing
 from provisioning.district.workspace import Workspace, WorkspaceError, bump_trust
@@ -117,8 +118,8 @@ def publish(workspace: Workspace, broker: str, topics: list[str], payload: bytes
     host, _, port = broker.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     tls = workspace.directory / "tls"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"district-send-{secrets.token_hex(4)}",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                         client_id=mqtt_client_id("district", f"send-{secrets.token_hex(4)}"), protocol=mqtt.MQTTv5)
     client.tls_set(ca_certs=str(tls / "ca.crt"), certfile=str(tls / "district.crt"),
                    keyfile=str(tls / "district.key"))
     connected, result = threading.Event(), {}

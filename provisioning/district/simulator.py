@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from node.topics import mqtt_client_id
 from provisioning.district import signing
 from provisioning.district.localbroker import client_tls
 from provisioning.district.workspace import Workspace
@@ -24,7 +25,8 @@ class DistrictSimulator:
         self.broker_address = broker_address
         host, _, port = broker_address.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"{identity}-sim-{secrets.token_hex(3)}", protocol=mqtt.MQTTv5)
+                                  client_id=mqtt_client_id(identity, f"sim-{secrets.token_hex(3)}"),
+                                  protocol=mqtt.MQTTv5)
         self.client.tls_set_context(client_tls(workspace, identity))
         self._connected = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: (not rc.is_failure) and self._connected.set()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.reporting.heartbeat import apply_delta
+from node.topics import mqtt_client_id
 
 FULL_EVERY_S = 900  # node.reporting.heartbeat.Heartbeat default
 STALE_AFTER_S = 2.5 * FULL_EVERY_S  # two missed snapshots and a half: silent, even without a will
@@ -269,8 +270,8 @@ def main(argv: list[str]) -> int:
         if node and args.json and args.once is None:
             print(json.dumps(table.row_dict(table.nodes[node], time.time()), ensure_ascii=False), flush=True)
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"district-watch-{os.getpid()}",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=mqtt_client_id(args.identity, f"watch-{os.getpid()}"), protocol=mqtt.MQTTv5)
     client.on_connect, client.on_disconnect, client.on_message = on_connect, on_disconnect, on_message
     try:
         client.tls_set(ca_certs=str(tls / "ca.crt"), certfile=str(tls / f"{args.identity}.crt"),
