@@ -6,6 +6,7 @@ client id, once or over and over; or holds a certificate that the district then 
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import threading
@@ -365,3 +366,50 @@ def test_revocation_reload_keeps_other_nodes_queued_commands(revocable):
         assert b.drain(5) == queued
     finally:
         b.close()
+
+
+def test_thief_retaking_the_session_does_not_make_a_real_node_miss_plays(district_ws, broker, tmp_path, python_exe):
+    """The real daemon as node B on the shared broker, a thief with node A's card asking for B's client id
+    in a loop the whole time: every bulletin sent meanwhile is played and recorded once."""
+    from audio_fixtures import tone_wav
+    from support import NodeProcess, district_probe, write_node_config
+
+    from provisioning.district.content_server import ContentServer
+    from provisioning.district.simulator import DistrictSimulator
+
+    node_id = "27788-01"  # a node no other test runs on the shared broker
+    content = ContentServer(district_ws, tmp_path / "content").start()
+    sim = DistrictSimulator(district_ws, broker.address)
+    watcher = district_probe(broker, district_ws, client_id=f"fence-watch-{time.monotonic_ns()}")
+    node = NodeProcess(write_node_config(tmp_path / "node.toml", district_ws, node_id, [broker.address]), python_exe)
+    refused_codes, stop = [], threading.Event()
+
+    def thief():
+        while not stop.is_set():
+            refused_codes.append(attempt(broker, node_tls(district_ws, "27787-01"), node_id))
+
+    try:
+        watcher.wait_for(lambda t, o: t == f"spk/node/{node_id}/status" and o and o.get("online") is True, 20)
+        seen_before = len(watcher.seen)
+        t = threading.Thread(target=thief)
+        t.start()
+        for i in range(3):
+            audio = tone_wav(tmp_path / f"tone-{i}.wav", seconds=0.5)
+            body = sim.play_body(audio, content.publish(audio), level="priority", content_id=f"fence-{i}")
+            sim.send("play", body, [node_id])
+            _, record = watcher.wait_for(lambda t, o: t.endswith(f"{node_id}/events") and o
+                                         and o.get("kind") == "play" and o.get("content_id") == f"fence-{i}", 30)
+            assert record["result"] == "completed", record
+        stop.set()
+        t.join(30)
+        assert len(refused_codes) >= 3 and set(refused_codes) == {NOT_AUTHORIZED}
+        offline = [o for tp, p, _ in watcher.seen[seen_before:] if tp == f"spk/node/{node_id}/status"
+                   for o in [json.loads(p)] if o.get("online") is False]
+        assert offline == [], "the node was pushed off its session (its will was published)"
+    finally:
+        stop.set()
+        assert node.terminate() == 0
+        node.close()
+        watcher.close()
+        sim.close()
+        content.stop()
