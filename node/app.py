@@ -39,7 +39,7 @@ class NodeApp:
         self.status_published = False    # a full status reached the broker (an update's health check)
         self.broker = make_broker(
             post=loop.post,
-            subscriptions=[(t, 1) for t in self.topics.command_topics(cfg.node.groups)],
+            subscriptions=[(t, 1) for t in self.topics.subscriptions(cfg.node.groups)],
             will=Will(self.topics.status, encode(will_payload(cfg.node.id, birth))),
         )
         loop.on(BrokerConnected, self.on_connected)

@@ -213,6 +213,9 @@ SCHEMA: dict[str, dict[str, F]] = {
         "heartbeat_full": F(ranged(parse_duration, 30, 86400), 900.0),
         "delta_min_interval": F(ranged(parse_duration, 0, 3600), 5.0),
         "outbox_max_rows": F(ranged(INT, 100, 10_000_000), 50000),
+        # a record the broker took is sent again until the district's store acknowledges it
+        "resend_after": F(ranged(parse_duration, 0.1, 86400), 60.0),
+        "resend_max": F(ranged(parse_duration, 0.1, 86400), 3600.0),
     },
     "clock": {
         "ntp_sync_file": F(STR, "/run/systemd/timesync/synchronized"),

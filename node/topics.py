@@ -27,6 +27,11 @@ class Topics:
         return f"{self.base}/events"
 
     @property
+    def ack(self) -> str:
+        """District store -> node: signed acknowledgements of committed records (node/trust/ack.py)."""
+        return f"{self.base}/ack"
+
+    @property
     def cmd(self) -> str:
         return f"{self.base}/cmd"
 
@@ -35,6 +40,10 @@ class Topics:
 
     def command_topics(self, groups) -> list[str]:
         return [self.cmd] + [self.group_cmd(g) for g in sorted(set(groups) | {"all"})]
+
+    def subscriptions(self, groups) -> list[str]:
+        """Everything the node subscribes to: its command topics and its acknowledgement topic."""
+        return self.command_topics(groups) + [self.ack]
 
     def is_own_topic(self, topic: str) -> bool:
         return topic == self.cmd

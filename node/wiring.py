@@ -161,7 +161,8 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     fetcher = Fetcher(downloader, loop.post)
     closers.append(fetcher.close)
     outbox = Outbox(state_dir / "outbox.db", node_id=cfg.node.id, max_rows=cfg.health.outbox_max_rows,
-                    max_event_rows=min(20_000, cfg.health.outbox_max_rows))
+                    max_event_rows=min(20_000, cfg.health.outbox_max_rows),
+                    resend_after=cfg.health.resend_after, resend_max=cfg.health.resend_max)
     closers.append(outbox.close)
     private_files(state_dir / "outbox.db")
 

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
             except OSError:
                 pass
             continue
-        if added >= args.count and pump.inflight == 0 and outbox.count() == 0:
+        if added >= args.count and pump.inflight == 0 and outbox.unsent() == 0:
             break
     client.disconnect()
     outbox.close()

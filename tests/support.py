@@ -158,7 +158,8 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 
 def write_node_config(path: Path, ws: Path, node_id: str, servers: list[str], *, groups=None,
-                      state_dir: Path | None = None, extra: str = "", trust_file: Path | None = None) -> Path:
+                      state_dir: Path | None = None, extra: str = "", trust_file: Path | None = None,
+                      **toml_kw) -> Path:
     """A node.toml for a simulated node of the test district: its certificate from ws/nodes/ID, the
     district CA, no relays or inputs unless `extra` adds them, no modem, a short keep-alive, and a
     simulated "NTP synchronised" flag (so the node trusts its clock)."""
@@ -171,7 +172,7 @@ def write_node_config(path: Path, ws: Path, node_id: str, servers: list[str], *,
         nd, node_id, NODES.get(node_id, []) if groups is None else groups, servers,
         state_dir=state_dir or path.parent / f"state-{node_id}", trust_file=trust_file or ws / "trust.json",
         ca_file=ws / "tls" / "ca.crt", keepalive=10, reconnect_max=2, relays=False, modem=False,
-        ntp_file=ntp_flag, extra=extra))
+        ntp_file=ntp_flag, extra=extra, **toml_kw))
     return path
 
 

@@ -69,17 +69,64 @@ def test_wrong_kind_is_refused_loudly(tmp_path):
         box.add("play", event())
 
 
-def test_sent_rows_leave_pending_and_only_ack_deletes_them(tmp_path):
-    box = Outbox(tmp_path / "o.db")
-    for n in range(5):
-        box.add("event", event(n=n))
+def test_broker_puback_keeps_rows_until_the_district_confirms_them(tmp_path):
+    now = [1_764_129_000.0]
+    box = Outbox(tmp_path / "o.db", clock=lambda: now[0], resend_after=60, resend_max=600)
+    ids = [box.add("event", event(n=n)) for n in range(5)]
     first = box.pending(2)
     for seq, _, _ in first:
         box.mark_sent(seq, 100 + seq)
     assert ns(box) == [2, 3, 4]
     box.acked(first[0][0])
     assert box.acked_mid(100 + first[1][0]) is True
-    assert box.count() == 3 and box.stats()["inflight"] == 0
+    # PUBACK means the broker has them, not that anyone stored them: still counted, not due yet
+    assert box.count() == 5 and box.stats()["inflight"] == 0 and box.stats()["unconfirmed"] == 2
+    assert ns(box) == [2, 3, 4] and box.unsent() == 3
+    assert box.confirm([ids[0], ids[1], "00000000UNKNOWNID"]) == 2
+    assert box.count() == 3 and box.stats()["unconfirmed"] == 0
+
+
+def test_unconfirmed_rows_are_resent_with_growing_jittered_backoff(tmp_path):
+    import random
+
+    now = [1_000_000.0]
+    box = Outbox(tmp_path / "o.db", clock=lambda: now[0], resend_after=60, resend_max=300, rng=random.Random(7))
+    box.add("event", event(n=0))
+    waits = []
+    for _ in range(6):
+        (seq, _, _), = box.pending(10)
+        box.mark_sent(seq, 1)
+        box.acked(seq)
+        due = box.next_due()
+        waits.append(due - now[0])
+        now[0] = due - 0.01
+        assert box.pending(10) == []  # not before it is due
+        now[0] = due
+    assert 30 <= waits[0] <= 60 and 60 <= waits[1] <= 120 and 120 <= waits[2] <= 240
+    assert all(150 <= w <= 300 for w in waits[3:])  # capped at resend_max, never below half of it
+    assert len({round(w, 3) for w in waits}) == len(waits)  # jittered, not lock-step
+
+
+def test_reconnect_brings_long_waiting_rows_forward(tmp_path):
+    now = [1_000_000.0]
+    box = Outbox(tmp_path / "o.db", clock=lambda: now[0], resend_after=10, resend_max=3600)
+    box.add("event", event(n=0))
+    (seq, _, _), = box.pending(10)
+    box._db.execute("UPDATE outbox SET attempts = 9, due = ? WHERE seq = ?", (now[0] + 3000, seq))
+    box.requeue_inflight()
+    assert now[0] + 5 <= box.next_due() <= now[0] + 10
+
+
+def test_outbox_from_before_acknowledgements_is_migrated(tmp_path):
+    db = sqlite3.connect(tmp_path / "o.db")
+    db.executescript("""CREATE TABLE outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
+        kind TEXT NOT NULL, prio INTEGER NOT NULL DEFAULT 1, created REAL NOT NULL, payload BLOB NOT NULL,
+        inflight_mid INTEGER NULL); CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO outbox(id, kind, created, payload) VALUES ('01OLDROW0000000000000000AA', 'event', 1, x'7b7d');""")
+    db.commit()
+    db.close()
+    box = Outbox(tmp_path / "o.db")
+    assert [rid for _, rid, _ in box.pending(10)] == ["01OLDROW0000000000000000AA"]
 
 
 def test_unacked_rows_are_resent_in_order_after_restart(tmp_path):
@@ -88,7 +135,7 @@ def test_unacked_rows_are_resent_in_order_after_restart(tmp_path):
         box.add("event", event(n=n))
     rows = box.pending(4)
     box.mark_sent_many([(seq, i + 1) for i, (seq, _, _) in enumerate(rows)])
-    box.acked(rows[1][0])  # PUBACK for n=1 only
+    box.acked(rows[1][0])  # PUBACK for n=1 only: delivered, waiting for the district
     box.close()  # the process dies here
     box = Outbox(tmp_path / "o.db")
     assert ns(box) == [4, 5]  # in flight rows stay out until requeued
@@ -156,7 +203,7 @@ def test_corrupt_file_is_moved_aside_and_a_reset_event_recorded(tmp_path):
     assert box.add("event", event(n=1))
 
 
-def test_pump_keeps_a_bounded_window_and_deletes_only_on_puback(tmp_path):
+def test_pump_keeps_a_bounded_window_and_deletes_only_on_district_ack(tmp_path):
     box = Outbox(tmp_path / "o.db")
     for n in range(30):
         box.add("event", event(n=n))
@@ -174,7 +221,10 @@ def test_pump_keeps_a_bounded_window_and_deletes_only_on_puback(tmp_path):
         pump.on_puback(mid)
     pump.on_puback(4, ok=False)  # broker refused n=3: not delivered, not deleted
     pump.flush()
-    assert box.count() == 27 and pump.refused == 1
+    assert box.count() == 30 and box.unsent() == 27 and pump.refused == 1
+    acked_ids = [json.loads(p)["id"] for _, _, p in box._db.execute(
+        "SELECT seq, id, payload FROM outbox WHERE attempts > 0").fetchall()]
+    assert pump.on_district_ack(acked_ids) == 3 and box.count() == 27
     assert pump.pump() == 4
     assert published == list(range(12))
     pump.on_disconnect()
@@ -198,7 +248,7 @@ def test_bounds_and_counts_hold_under_any_mix_of_adds_and_acks(tmp_path_factory)
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    ops = st.lists(st.sampled_from(["noise", "event", "play", "send", "ack"]), max_size=60)
+    ops = st.lists(st.sampled_from(["noise", "event", "play", "send", "ack", "confirm"]), max_size=60)
 
     @settings(max_examples=40, deadline=None)
     @given(ops)
@@ -215,9 +265,12 @@ def test_bounds_and_counts_hold_under_any_mix_of_adds_and_acks(tmp_path_factory)
                 plays_added += 1
             elif op == "send":
                 box.mark_sent_many((seq, seq) for seq, _, _ in box.pending(3))
-            else:
+            elif op == "ack":
                 sent = box._db.execute("SELECT seq FROM outbox WHERE inflight_mid IS NOT NULL").fetchall()
                 box.acked_many(seq for (seq,) in sent[:2])
+            else:
+                delivered = box._db.execute("SELECT id FROM outbox WHERE attempts > 0").fetchall()
+                box.confirm(rid for (rid,) in delivered[:2])
             stats = box.stats()
             real = dict(box._db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"))
             assert box._counts() == {"event": real.get("event", 0), "play": real.get("play", 0)}

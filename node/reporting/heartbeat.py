@@ -139,7 +139,15 @@ def build_snapshot(
         "outbox": int(readings.get("outbox") or 0),
         "dropped": int(readings.get("dropped") or 0),
         **({"sw": dict(readings["sw"])} if readings.get("sw") else {}),
-    }
+    } | _drop_report(readings.get("outbox_drop"))
+
+
+def _drop_report(drop: dict | None) -> dict:
+    """`outbox_drop` appears only once the outbox's drop policy has acted (docs/heartbeat.md)."""
+    if not drop or not any(drop.get(k) for k in ("events", "plays", "refused")):
+        return {}
+    return {"outbox_drop": {"events": int(drop.get("events") or 0), "plays": int(drop.get("plays") or 0),
+                            "refused": int(drop.get("refused") or 0)}}
 
 
 def will_payload(node_id: str, birth: int) -> dict:

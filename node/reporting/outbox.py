@@ -1,9 +1,16 @@
-"""Durable outbox for events and proof-of-play records: persisted before reported, deleted only on PUBACK.
+"""Durable outbox for events and proof-of-play records: persisted before reported, deleted only when the
+district's store acknowledged it.
 
 Storage: one SQLite file in WAL mode with synchronous=FULL, so a committed row survives kill -9 and
-power loss. A row leaves the table only when the broker acknowledged it (QoS 1 PUBACK). After a restart
-or reconnect everything not acknowledged is sent again in order; the only duplicates a district can see
-are exact repeats of the same `id`, which it de-duplicates.
+power loss. A row goes through three states:
+  pending    - never handed to the broker, or due again (`due` <= now); the pump sends these in order;
+  in flight  - published, waiting for the broker's PUBACK (`inflight_mid` set);
+  delivered  - the broker PUBACKed it (`attempts` counts how often), but PUBACK only means the broker
+               has it: a full queue (max_queued_messages), a crash before autosave or a failover can
+               still lose it. It is sent again when `due` passes (backoff with jitter per attempt) or
+               after the next reconnect, until an acknowledgement signed by the district
+               (node/trust/ack.py, topic spk/node/NODE/ack) names its id: only then is it deleted.
+The only duplicates a district can see are exact repeats of the same `id`, which it de-duplicates.
 
 Bounds and drop policy (royalty reporting depends on play records; events are diagnostics):
   * events alone are capped at `max_event_rows`; all rows at `max_rows`.
@@ -11,8 +18,8 @@ Bounds and drop policy (royalty reporting depends on play records; events are di
     other event. Play records are never dropped to make room for events.
   * when play records alone fill `max_rows`, new events are refused (add() returns None) and play
     records are still accepted up to `max_play_rows`; past that hard cap the oldest play record goes.
-  * every drop and refusal is counted (`dropped`, `dropped_play`), persisted, and reported in the
-    heartbeat so the district knows data was lost.
+  * every drop and refusal is counted (`dropped`, `dropped_play`, `refused`), persisted, and reported in
+    the heartbeat (`dropped`, and `outbox_drop` once the policy has acted) so the district knows data was lost.
 Corruption: if the file cannot be opened as a database (torn SD card write, bit rot), it is moved aside
 as `<name>.corrupt-<ts>` (with its -wal/-shm), a new one is started, and an `outbox_reset` event is the
 first row of the new file.
@@ -23,6 +30,7 @@ Threading: one instance, used only from the node's loop thread.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import sqlite3
 import time
@@ -43,11 +51,26 @@ CREATE TABLE IF NOT EXISTS outbox(
     prio INTEGER NOT NULL DEFAULT 1,
     created REAL NOT NULL,
     payload BLOB NOT NULL,
-    inflight_mid INTEGER NULL
+    inflight_mid INTEGER NULL,
+    due REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_by_prio ON outbox(prio, seq);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Files written before district acknowledgements existed lack the resend columns.
+_ADDED_COLUMNS = (("due", "REAL NOT NULL DEFAULT 0"), ("attempts", "INTEGER NOT NULL DEFAULT 0"))
+
+RESEND_AFTER_S = 60.0  # first re-send of a delivered but unacknowledged record
+RESEND_MAX_S = 3600.0  # the longest wait between re-sends (a district collector down for days)
+
+
+def resend_delay(attempts: int, base: float, cap: float, rng: random.Random | random.Random = random) -> float:
+    """Wait before re-sending a record the broker took `attempts` times: uniform in [c/2, c] with
+    c = min(cap, base * 2**(attempts-1)). Jitter so that 200 nodes whose records were PUBACKed together
+    (one broker restart) do not re-send in lock-step; the floor c/2 so that it never becomes a tight loop."""
+    ceiling = min(cap, base * (2 ** min(max(attempts - 1, 0), 30)))
+    return rng.uniform(ceiling / 2, ceiling)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -79,6 +102,7 @@ class Outbox:
     def __init__(
         self, db_path: str | os.PathLike, *, node_id: str = "unknown", max_rows: int = 50_000,
         max_event_rows: int = 20_000, max_play_rows: int = 200_000, clock: Callable[[], float] = time.time,
+        resend_after: float = RESEND_AFTER_S, resend_max: float = RESEND_MAX_S, rng: random.Random | None = None,
     ):
         if not (0 < max_event_rows <= max_rows <= max_play_rows):
             raise ValueError("need 0 < max_event_rows <= max_rows <= max_play_rows")
@@ -86,6 +110,9 @@ class Outbox:
         self.node_id = node_id
         self.max_rows, self.max_event_rows, self.max_play_rows = max_rows, max_event_rows, max_play_rows
         self._clock = clock
+        self.resend_after, self.resend_max = resend_after, max(resend_after, resend_max)
+        self._rng = rng or random.Random()
+        self.confirmed_total = 0  # rows deleted by district acknowledgements since start (tests, status)
         self._cached_counts: dict[str, int] | None = None
         self.moved_aside: Path | None = None
         try:
@@ -111,6 +138,10 @@ class Outbox:
             if not check or check[0] != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in columns:
+                    db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
         except BaseException:
             db.close()
             raise
@@ -198,7 +229,7 @@ class Outbox:
                 self._db.execute("COMMIT")
                 return record_id
             if not self._make_room(kind):
-                self._bump("dropped")
+                self._bump("refused")
                 self._db.execute("COMMIT")
                 return None
             self._db.execute(
@@ -216,12 +247,16 @@ class Outbox:
     # -- sending -----------------------------------------------------------------------------------
 
     def pending(self, limit: int = 100) -> list[tuple[int, str, bytes]]:
-        """The oldest `limit` rows not yet handed to the broker client, in order (a page, never all)."""
+        """The oldest `limit` rows not in flight and due (never sent, or due again), in order (a page)."""
         rows = self._db.execute(
-            "SELECT seq, id, payload FROM outbox WHERE inflight_mid IS NULL ORDER BY seq LIMIT ?",
-            (max(0, int(limit)),),
+            "SELECT seq, id, payload FROM outbox WHERE inflight_mid IS NULL AND due <= ? ORDER BY seq LIMIT ?",
+            (self._clock(), max(0, int(limit))),
         ).fetchall()
         return [(seq, rid, bytes(payload)) for seq, rid, payload in rows]
+
+    def next_due(self) -> float | None:
+        """When the earliest delivered-but-unacknowledged row is due again (epoch s), None when none."""
+        return self._db.execute("SELECT min(due) FROM outbox WHERE inflight_mid IS NULL").fetchone()[0]
 
     def mark_sent(self, seq: int, mid: int) -> None:
         self.mark_sent_many([(seq, mid)])
@@ -232,25 +267,64 @@ class Outbox:
             self._tx("UPDATE outbox SET inflight_mid = ? WHERE seq = ?", [(mid, seq) for seq, mid in pairs])
 
     def acked(self, seq: int) -> None:
-        """The broker acknowledged this row: it is delivered, forget it."""
+        """The broker acknowledged this row (PUBACK): delivered, kept until the district confirms it."""
         self.acked_many([seq])
 
     def acked_many(self, seqs: Iterable[int]) -> None:
         seqs = list(seqs)
-        if seqs:
-            self._cached_counts = None
-            self._tx("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+        if not seqs:
+            return
+        now = self._clock()
+        attempts = dict(self._db.execute(
+            f"SELECT seq, attempts FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchall())
+        self._tx("UPDATE outbox SET inflight_mid = NULL, attempts = ?, due = ? WHERE seq = ?",
+                 [(attempts[seq] + 1, now + resend_delay(attempts[seq] + 1, self.resend_after, self.resend_max,
+                                                         self._rng), seq)
+                  for seq in seqs if seq in attempts])
 
     def acked_mid(self, mid: int) -> bool:
         """Convenience when only the MQTT message id is at hand."""
+        row = self._db.execute("SELECT seq FROM outbox WHERE inflight_mid = ?", (mid,)).fetchone()
+        if row is None:
+            return False
+        self.acked_many([row[0]])
+        return True
+
+    def confirm(self, ids: Iterable[str]) -> int:
+        """The district's store committed these records (a verified acknowledgement): forget them.
+        Unknown ids (already confirmed, or another node's) are ignored. Returns the rows deleted."""
+        ids = list(ids)
+        if not ids:
+            return 0
         self._cached_counts = None
-        cursor = self._db.execute("DELETE FROM outbox WHERE inflight_mid = ?", (mid,))
-        return cursor.rowcount > 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                deleted += self._db.execute(
+                    f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk).rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.confirmed_total += deleted
+        return deleted
 
     def requeue_inflight(self) -> int:
-        """After a reconnect or restart: rows sent but never acknowledged go back to pending."""
+        """After a reconnect or restart: rows sent but never acknowledged by the broker go back to pending,
+        and delivered rows the district has not confirmed are due again within one `resend_after` (with
+        per-row jitter) instead of waiting out a long backoff: the broker we reach now may have lost them
+        (kill -9 before autosave, a failover to a broker that never had them)."""
         cursor = self._db.execute("UPDATE outbox SET inflight_mid = NULL WHERE inflight_mid IS NOT NULL")
+        soon = self._clock() + self.resend_after / 2
+        self._db.execute("UPDATE outbox SET due = ? + ? * (abs(random()) % 1000) / 1000.0 WHERE due > ?",
+                         (soon, self.resend_after / 2, soon + self.resend_after / 2))
         return cursor.rowcount
+
+    def unsent(self) -> int:
+        """Rows the broker never acknowledged (pending or in flight, never PUBACKed)."""
+        return self._db.execute("SELECT count(*) FROM outbox WHERE attempts = 0").fetchone()[0]
 
     def _tx(self, sql: str, params: list[tuple]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -264,7 +338,7 @@ class Outbox:
     # -- reporting ---------------------------------------------------------------------------------
 
     def count(self) -> int:
-        """Rows not yet acknowledged (the heartbeat's `outbox` field)."""
+        """Rows the district has not yet confirmed (the heartbeat's `outbox` field)."""
         return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def stats(self) -> dict:
@@ -273,14 +347,19 @@ class Outbox:
         inflight = self._db.execute(
             "SELECT count(*) FROM outbox WHERE inflight_mid IS NOT NULL").fetchone()[0]
         oldest = self._db.execute("SELECT min(created) FROM outbox").fetchone()[0]
+        delivered = self._db.execute("SELECT count(*) FROM outbox WHERE attempts > 0").fetchone()[0]
         return {
             "pending": sum(counts.values()),
             "events": counts["event"],
             "plays": counts["play"],
             "inflight": inflight,
+            "unconfirmed": delivered,  # the broker has (had) them; the district has not confirmed yet
             # `dropped` counts every record lost (the heartbeat field); `dropped_play` the play part
-            "dropped": meta.get("dropped", 0) + meta.get("dropped_play", 0),
+            "dropped": meta.get("dropped", 0) + meta.get("dropped_play", 0) + meta.get("refused", 0),
             "dropped_play": meta.get("dropped_play", 0),
+            # what the drop policy did, for the heartbeat's `outbox_drop` (docs/heartbeat.md)
+            "drop": {"events": meta.get("dropped", 0), "plays": meta.get("dropped_play", 0),
+                     "refused": meta.get("refused", 0)},
             "oldest_age_s": None if oldest is None else max(0.0, self._clock() - oldest),
         }
 
@@ -290,8 +369,9 @@ class OutboxPump:
 
     `publish(payload: bytes) -> mid | None` hands one message to the MQTT client (QoS 1) and returns
     its message id, or None when it could not (not connected). The loop calls on_connect() after every
-    CONNACK, pump() when there may be work, on_puback(mid) for each PUBACK, and flush() once per turn
-    (acknowledgements are deleted in one transaction: a lost flush only means a harmless re-send).
+    CONNACK, pump() when there may be work (and periodically: delivered rows fall due again), on_puback(mid)
+    for each PUBACK, flush() once per turn (PUBACKs are written in one transaction: a lost flush only means
+    a harmless re-send) and on_district_ack(ids) for each verified acknowledgement from the district.
     """
 
     def __init__(self, outbox: Outbox, publish: Callable[[bytes], int | None], *, window: int = 20):
@@ -334,6 +414,11 @@ class OutboxPump:
             self._acked.append(seq)
         else:
             self.refused += 1
+
+    def on_district_ack(self, ids: list[str]) -> int:
+        """A verified acknowledgement from the district's store: those rows are done."""
+        self.flush()
+        return self.outbox.confirm(ids)
 
     def flush(self) -> None:
         if self._acked:

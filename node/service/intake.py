@@ -21,6 +21,7 @@ from typing import Callable, Protocol
 from node.errors import RemoteDataError
 from node.service.ratelimit import TokenBucket
 from node.trust import reasons
+from node.trust.ack import verify_ack
 from node.trust.commands import Limits
 from node.trust.time_trust import ClockTrust
 from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_update
@@ -194,6 +195,15 @@ class CommandIntake:
         log.info("trust document version %d accepted", doc.version)
         self.emit("trust_updated", {"version": doc.version, "expires": doc.expires.isoformat()})
         return self._note(IntakeDecision("accepted", None, None, "trust"))
+
+    def verify_ack(self, topic: str, payload: bytes) -> list[str]:
+        """Record ids a district acknowledgement names (node/trust/ack.py); [] when it does not verify,
+        reported (rate-limited) like a rejected command: a forged ack deletes nothing."""
+        try:
+            return verify_ack(payload, self.trust.document, self.node_id, self.clock_trust.trusted_now())
+        except RemoteDataError as exc:
+            self._rejected(topic, Rejected(exc.reason, exc.detail))
+            return []
 
     def _rejected(self, topic: str, rejected: Rejected) -> IntakeDecision:
         outcome = "rejected" if rejected.report else "ignored"

@@ -1,7 +1,7 @@
 """NodeParts: the features the loop drives once the app skeleton (broker, status, watchdog) is up.
 
 Wires intake (trust) -> on-air (playback) and health, and the outbox that carries their events and
-play records to the district exactly once (deleted only after the broker's PUBACK).
+play records to the district exactly once (deleted only when the district's store acknowledged them).
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class NodeParts:
             "relays": relay_states(self.relays),
             "outbox": stats.get("pending", stats.get("rows", 0)),
             "dropped": stats.get("dropped", 0),
+            "outbox_drop": stats.get("drop"),
             "failed_to_sound": self.onair.failed_to_sound,
             **({"sw": self.updates.status()} if self.updates else {}),
         }
@@ -138,6 +139,7 @@ class NodeParts:
     def _health_tick(self) -> None:
         self.loop.call_later(HEALTH_TICK_S, self._health_tick)  # first: an error below must not stop it
         if self.app.link.connected:
+            self.pump.pump()  # delivered records the district has not confirmed fall due again
             self.health.tick()
 
     def _clock_tick(self) -> None:
@@ -188,8 +190,18 @@ class NodeParts:
         self.pump.on_disconnect()
 
     def on_message(self, app, ev: MessageReceived) -> None:
-        self.intake.handle(ev.topic, ev.payload)
+        if ev.topic == app.topics.ack:
+            self._on_district_ack(ev.payload)
+        else:
+            self.intake.handle(ev.topic, ev.payload)
         self.kick()
+
+    def _on_district_ack(self, payload: bytes) -> None:
+        """Records the district's store committed: delete them from the outbox. A forged or malformed
+        acknowledgement deletes nothing and is reported like any rejected message (docs/protocol.md 9b)."""
+        ids = self.intake.verify_ack(self.app.topics.ack, payload)
+        if ids:
+            self.pump.on_district_ack(ids)
 
     def on_publish_acked(self, app, mid: int) -> None:
         self.pump.on_puback(mid)

@@ -27,6 +27,7 @@ def simulated_node_toml(node_dir: Path, node_id: str, groups: list[str], servers
                         reconnect_max: float = 5.0, relays: bool = True, warmup: float = 0.3, tail: float = 0.2,
                         idle_hold: float = 2.0, min_off: float = 0.5, modem: bool = True, modem_poll: float = 10.0,
                         heartbeat_full: float = 900.0, delta_min_interval: float = 5.0,
+                        resend_after: float = 60.0, resend_max: float = 3600.0,
                         ntp_file: Path | None = None, runtime_dir: Path | None = None, extra: str = "") -> str:
     """node.toml for a simulated node (the demo, the tests and the benchmarks all use this one):
     the node's own key material, state under state_dir, WAV output, MockFactory pins, optionally the
@@ -79,6 +80,8 @@ poll_interval = {modem_poll}
 [health]
 heartbeat_full = {heartbeat_full}
 delta_min_interval = {delta_min_interval}
+resend_after = {resend_after}
+resend_max = {resend_max}
 {clock}{extra}
 """
 

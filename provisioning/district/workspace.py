@@ -31,6 +31,8 @@ KEY_ROLES = {
     # machines, as with the emergency keys.
     "release-a": ["release"],
     "release-b": ["release"],
+    # online key of `speaker-district serve`: signs acknowledgements of stored records (node/trust/ack.py)
+    "collector": ["ack"],
 }
 EMERGENCY_THRESHOLD = 2
 RELEASE_THRESHOLD = 2
@@ -79,6 +81,13 @@ class Workspace:
     @property
     def broker(self) -> str:
         return self.config.get("broker", "127.0.0.1:8883")
+
+    @property
+    def brokers(self) -> list[str]:
+        """Every broker of the district (`brokers = [...]` in district.toml, else the one `broker`):
+        nodes fail over between them, so the collector reads them all."""
+        listed = self.config.get("brokers")
+        return list(listed) if listed else [self.broker]
 
     def key(self, name: str):
         path = self.directory / "keys" / f"{name}.key"

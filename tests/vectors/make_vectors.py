@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from node.trust import keys as ed25519  # noqa: E402
 from node.trust.durations import format_time  # noqa: E402
-from node.trust.envelope import PAYLOAD_COMMAND, PAYLOAD_TRUST, encode_envelope, pae  # noqa: E402
+from node.trust.envelope import PAYLOAD_ACK, PAYLOAD_COMMAND, PAYLOAD_TRUST, encode_envelope, pae  # noqa: E402
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
@@ -41,6 +41,7 @@ KEY_SPECS = {
     "emergency-b": (["emergency"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
     "schedule": (["config", "schedule", "time"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
     "live": (["live"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
+    "collector": (["ack"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
     "old-bulletin": (["bulletin"], "2025-01-01T00:00:00Z", "2026-06-01T00:00:00Z"),
     "future-bulletin": (["bulletin"], "2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
     "revoked-bulletin": (["bulletin"], "2026-01-01T00:00:00Z", "2028-01-01T00:00:00Z"),
@@ -298,6 +299,32 @@ def cases() -> list[tuple[str, str, bytes, dict, dict]]:
     return out
 
 
+ACK_IDS = ["01KB3Z5Q6R0000000000000000", "01KB3Z5Q6R0000000000000001"]
+
+
+def ack_body(node: str = NODE_ID, ids=ACK_IDS, **overrides) -> bytes:
+    return encode({"v": 1, "node": node, "ids": list(ids), **overrides})
+
+
+def ack_cases() -> list[tuple[str, str, bytes, str, dict]]:
+    """Record acknowledgements (docs/protocol.md 9b): (file stem, description, envelope, node, expected)."""
+    no = lambda reason: {"decision": "rejected", "reason": reason}  # noqa: E731
+    return [
+        ("accepted", "Signed by the collector key (role ack) for this node: the node deletes both records.",
+         sign_payload(PAYLOAD_ACK, ack_body(), ["collector"]), NODE_ID, {"decision": "accepted", "ids": ACK_IDS}),
+        ("bulletin-key-rejected", "A valid district key without the ack role: nothing is deleted.",
+         sign_payload(PAYLOAD_ACK, ack_body(), ["bulletin"]), NODE_ID, no("role_not_allowed")),
+        ("stranger-rejected", "A key not in the trust document (e.g. a broker's own): nothing is deleted.",
+         sign_payload(PAYLOAD_ACK, ack_body(), ["stranger"]), NODE_ID, no("unknown_key")),
+        ("other-node-rejected", "A genuine acknowledgement for 27787-01 replayed to 27787-03.",
+         sign_payload(PAYLOAD_ACK, ack_body(node="27787-01"), ["collector"]), NODE_ID, no("wrong_target")),
+        ("bad-id-rejected", "An id outside [0-9A-Za-z_-]{8,64}.",
+         sign_payload(PAYLOAD_ACK, ack_body(ids=["../../etc"]), ["collector"]), NODE_ID, no("malformed")),
+        ("unknown-field-rejected", "An extra field: a new field means a new v.",
+         sign_payload(PAYLOAD_ACK, ack_body(extra=1), ["collector"]), NODE_ID, no("malformed")),
+    ]
+
+
 def files() -> dict[str, bytes]:
     result = {}
     key_table = {}
@@ -311,6 +338,10 @@ def files() -> dict[str, bytes]:
                   "context": copy.deepcopy(context), "expected": expected}
         text = json.dumps(vector, indent=2, ensure_ascii=False) + "\n"
         result[f"{index:02d}-{stem}.json"] = text.encode()
+    for stem, description, envelope, node, expected in ack_cases():
+        vector = {"description": description, "envelope": envelope.decode("ascii"), "node": node,
+                  "expected": expected}
+        result[f"ack-{stem}.json"] = (json.dumps(vector, indent=2, ensure_ascii=False) + "\n").encode()
     return result
 
 
@@ -322,7 +353,7 @@ def main(argv: list[str]) -> int:
         for name in stale:
             print(f"stale: {name}")
         return 1 if stale else 0
-    for old in HERE.glob("[0-9][0-9]-*.json"):
+    for old in [*HERE.glob("[0-9][0-9]-*.json"), *HERE.glob("ack-*.json")]:
         if old.name not in wanted:
             old.unlink()
     for name, data in wanted.items():
