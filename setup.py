@@ -77,6 +77,8 @@ else:
             # QR code on the cabinet-door label made by speaker-provision (pure Python).
             "segno>=1.5",
         ],
+        # The collector's PostgreSQL store (`speaker-district serve --db postgresql://...`); SQLite needs nothing.
+        extras_require={"postgresql": ["psycopg>=3.1"]},
         entry_points={
             "console_scripts": [
                 "speaker-provision=provisioning.cli:main",

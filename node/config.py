@@ -162,6 +162,8 @@ SCHEMA: dict[str, dict[str, F]] = {
         "reconnect_min": F(ranged(parse_duration, 0.1, 60), 1.0),
         "reconnect_max": F(ranged(parse_duration, 1, 3600), 120.0),
         "session_expiry": F(ranged(parse_duration, 0, 30 * 86400), 7 * 86400.0),
+        # after a failover, how often (with jitter) to check whether the first broker is back
+        "failback_interval": F(ranged(parse_duration, 1, 86400), 300.0),
     },
     "trust": {
         "file": F(STR, "/etc/speaker-node/trust.json"),

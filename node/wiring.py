@@ -80,7 +80,7 @@ def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=N
         def make_broker(**kw):
             return MqttBroker(
                 client_id=cfg.node.id, servers=cfg.broker.servers, tls=tls, keepalive=cfg.broker.keepalive,
-                session_expiry=cfg.broker.session_expiry,
+                session_expiry=cfg.broker.session_expiry, failback_interval=cfg.broker.failback_interval,
                 backoff=Backoff(cfg.broker.reconnect_min, cfg.broker.reconnect_max), **kw)
 
     birth = store.next_birth()

@@ -6,15 +6,23 @@ The adapter owns one network thread. It never touches node state: every callback
 Why our own connect loop instead of paho's loop_forever(): paho reconnects to the same host with a
 fixed doubling delay; a node needs failover across the district's brokers and full jitter so that
 hundreds of nodes do not reconnect in lock-step after a broker restart.
+
+Fail back: the first broker in the list is the district's home broker (commands are sent there first,
+dashboards watch it). After a failover the node checks every `failback_interval` (jittered, 0.5x-1.5x,
+so the nodes that failed over together do not return together) whether the first broker accepts a TLS
+handshake again; if so it disconnects cleanly and reconnects there. Records in flight are safe: the
+outbox re-sends everything the district has not acknowledged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -96,6 +104,8 @@ class MqttBroker:
         session_expiry: float = 7 * 86400,
         backoff: Backoff | None = None,
         max_inflight: int = 20,
+        failback_interval: float = 300.0,
+        rng: random.Random | None = None,
     ):
         self.client_id = client_id
         self.servers = list(servers)
@@ -109,6 +119,10 @@ class MqttBroker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server_index = 0
+        self.failback_interval = failback_interval
+        self._rng = rng or random.Random()
+        self._tls = tls
+        self.failbacks = 0
 
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         c.tls_set_context(tls)
@@ -165,6 +179,7 @@ class MqttBroker:
     # --- network thread --------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            failing_back = False
             server = self.servers[self._server_index % len(self.servers)]
             host, port = split_server(server)
             self.current = server
@@ -172,10 +187,21 @@ class MqttBroker:
             props.SessionExpiryInterval = self.session_expiry
             try:
                 self.client.connect(host, port, keepalive=self.keepalive, clean_start=False, properties=props)
+                next_check = time.monotonic() + self._failback_delay()
                 while not self._stop.is_set():
                     rc = self.client.loop(timeout=0.5)
                     if rc != mqtt.MQTT_ERR_SUCCESS:
                         break
+                    if self.on_fallback and time.monotonic() >= next_check:
+                        next_check = time.monotonic() + self._failback_delay()
+                        if self._primary_is_back():
+                            log.info("broker: %s is back, failing back from %s", self.servers[0], server)
+                            self.failbacks += 1
+                            self._server_index = 0
+                            failing_back = True
+                            self.client.disconnect()  # clean: no Last Will, the session stays on both
+                            self.client.loop(timeout=0.5)
+                            break
             except (OSError, ssl.SSLError, ValueError) as exc:
                 log.warning("broker %s: connection failed: %s", server, exc)
                 self.post(BrokerDisconnected(server, f"connect failed: {exc}"))
@@ -184,11 +210,32 @@ class MqttBroker:
                 self.connected.clear()
             if self._stop.is_set():
                 break
+            if failing_back:
+                self._stop.wait(self._rng.uniform(0, 1.0))  # connect to the home broker at once, spread
+                continue
             if not was_connected:
                 self._server_index += 1  # failover: next broker in the list
             delay = self.backoff.next_delay()
             log.info("broker: reconnecting in %.1f s", delay)
             self._stop.wait(delay)
+
+    @property
+    def on_fallback(self) -> bool:
+        """Connected to a broker other than the first in the list."""
+        return len(self.servers) > 1 and self._server_index % len(self.servers) != 0
+
+    def _failback_delay(self) -> float:
+        return self.failback_interval * self._rng.uniform(0.5, 1.5)
+
+    def _primary_is_back(self) -> bool:
+        """A full TLS handshake with the first broker (a TCP accept alone could be a half-dead host)."""
+        host, port = split_server(self.servers[0])
+        try:
+            with socket.create_connection((host, port), timeout=3) as raw:
+                with self._tls.wrap_socket(raw, server_hostname=host):
+                    return True
+        except (OSError, ssl.SSLError, ValueError):
+            return False
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:

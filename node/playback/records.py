@@ -40,6 +40,7 @@ class PlayRecord:
     volume: int | None = None
     relays: list[tuple[float, str, bool]] = field(default_factory=list)  # (seconds from start, name, on)
     failure_reason: str | None = None
+    title: str | None = None  # the signed content item's title, for the district's royalty report
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_json(self) -> str:

@@ -125,7 +125,7 @@ class OnAir(ProgrammeMixin, RecordsMixin):
                 self.emit_event("unknown_zone", {"command_id": command.id, "zones": list(c.zones)})
                 zones = None if not known else []
         entry = {"content_id": c.content_id, "sha256": c.sha256, "length": c.length, "duration": c.duration,
-                 "codec": c.codec, "url": c.url, "volume": c.volume, "zones": zones}
+                 "codec": c.codec, "url": c.url, "volume": c.volume, "zones": zones, "title": c.title}
         item = QueueItem(item_id=command.id, level=Level(body.level), source="command",
                          content={"kind": "clip", "entry": entry, "command_id": command.id,
                                   "start_at": body.start_at.timestamp() if body.start_at else None},

@@ -42,7 +42,7 @@ class RecordsMixin:
             volume=entry["volume"] if entry.get("volume") is not None else self.cfg.audio.default_volume,
             relays=[(round(t, 3), name, state) for t, name, state in self.relay_log
                     if on.started_wall is None or t >= on.started_wall - self.cfg.relays.warmup - 1],
-            failure_reason=reason)
+            failure_reason=reason, title=entry.get("title"))
         if result is PlayResult.FAILED:
             self.failed_to_sound = reason
             self.emit_event("failed_to_sound", {"content_id": record.content_id, "reason": reason})
@@ -59,7 +59,7 @@ class RecordsMixin:
             level=RECORD_LEVEL[item.level], source=item.source, result=PlayResult.SKIPPED,
             command_id=item.content.get("command_id"), slot_id=item.content.get("slot_id") and item.item_id,
             scheduled_at=item.content.get("start_at") or item.content.get("starts_at"),
-            volume=entry.get("volume"), failure_reason=reason))
+            volume=entry.get("volume"), failure_reason=reason, title=entry.get("title")))
         if item.content.get("command_id"):
             self.store.journal_set(f"cmd:{item.item_id}", None)
 

@@ -27,7 +27,7 @@ def simulated_node_toml(node_dir: Path, node_id: str, groups: list[str], servers
                         reconnect_max: float = 5.0, relays: bool = True, warmup: float = 0.3, tail: float = 0.2,
                         idle_hold: float = 2.0, min_off: float = 0.5, modem: bool = True, modem_poll: float = 10.0,
                         heartbeat_full: float = 900.0, delta_min_interval: float = 5.0,
-                        resend_after: float = 60.0, resend_max: float = 3600.0,
+                        resend_after: float = 60.0, resend_max: float = 3600.0, failback_interval: float = 300.0,
                         ntp_file: Path | None = None, runtime_dir: Path | None = None, extra: str = "") -> str:
     """node.toml for a simulated node (the demo, the tests and the benchmarks all use this one):
     the node's own key material, state under state_dir, WAV output, MockFactory pins, optionally the
@@ -62,6 +62,7 @@ key_file = "{key_file or node_dir / 'node.key'}"
 keepalive = {keepalive}
 reconnect_min = "0.2s"
 reconnect_max = {reconnect_max}
+failback_interval = {failback_interval}
 
 [trust]
 file = "{trust_file or node_dir / 'trust.json'}"

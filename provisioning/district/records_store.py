@@ -1,7 +1,7 @@
 """The district's record store: events, proof-of-play records and status history, exactly once.
 
 One schema for SQLite (the embedded default, WAL) and PostgreSQL (a province: `--db postgresql://...`,
-driver psycopg 3, installed with the `district` extra). Migrations are numbered; `schema_version`
+driver psycopg 3, the `postgresql` extra of speaker-district-tools). Migrations are numbered; `schema_version`
 holds the last one applied, and each runs in its own transaction, so a store opened by a newer
 collector is brought forward once and an older collector refuses a newer schema instead of guessing.
 
@@ -117,7 +117,7 @@ class RecordStore:
             try:
                 import psycopg
             except ImportError:
-                raise StoreError("PostgreSQL needs psycopg 3: pip install 'speaker-node[district]'") from None
+                raise StoreError("PostgreSQL needs psycopg 3: pip install 'speaker-district-tools[postgresql]'") from None
             try:
                 return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
             except psycopg.Error as exc:
