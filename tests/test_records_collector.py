@@ -212,3 +212,28 @@ def test_collector_keeps_messages_unacknowledged_while_the_database_is_down(dist
         collector.stop()
         node.close()
         store.close()
+
+
+def test_collector_duty_reads_every_broker_of_the_district(district_ws, broker, fresh_broker, tmp_path):
+    from provisioning.district.collector import CollectorDuty
+
+    duty = CollectorDuty(district_ws, db=str(tmp_path / "r.db"), brokers=[broker.address, fresh_broker.address])
+    duty.start()
+    try:
+        assert duty.collector.wait_connected(15)
+        time.sleep(0.3)
+        for b, n in ((broker, 1), (fresh_broker, 2)):  # a node on each side of a failover
+            probe = Probe(b, node_tls(district_ws, NODE), f"{NODE}:t{n}")
+            probe.publish(f"spk/node/{NODE}/events", json.dumps(make_event(NODE, "test", {"n": n})))
+            probe.close()
+        wait_until(lambda: duty.store.count() == 2, timeout=15)
+        assert {r["broker"] for r in duty.store.records()} == {broker.address, fresh_broker.address}
+    finally:
+        duty.stop()
+
+
+def test_workspace_lists_every_broker_or_falls_back_to_the_one(tmp_path):
+    ws = Workspace(tmp_path, {"broker": "a:1"}, None)
+    assert ws.brokers == ["a:1"]
+    ws = Workspace(tmp_path, {"broker": "a:1", "brokers": ["a:1", "b:2"]}, None)
+    assert ws.brokers == ["a:1", "b:2"]

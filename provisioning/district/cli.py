@@ -14,6 +14,8 @@ COMMANDS = {
     "release": ("provisioning.district.release", "sign a software release from a wheel bundle"),
     "watch": ("provisioning.district.watch", "live table of nodes from their heartbeats"),
     "demo": ("provisioning.district.demo", "a whole district-in-a-box on this machine"),
+    "records": ("provisioning.district.reports", "the events and play records the collector stored"),
+    "report": ("provisioning.district.reports", "monthly proof-of-play report (royalties; --lang vi)"),
 }
 
 

@@ -250,3 +250,41 @@ class Collector:
             info = self.clients[broker].publish(f"{self.prefix}/node/{node}/ack", envelope, qos=1)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self.stats.acks_sent += 1
+
+
+class CollectorDuty:
+    """The collector as a duty of `speaker-district serve DIR` (start() / stop(), name)."""
+
+    name = "collector"
+
+    def __init__(self, directory, *, db: str | None = None, brokers: list[str] | None = None):
+        from provisioning.district.workspace import Workspace
+
+        self.workspace = Workspace.load(directory)
+        self.db = db
+        self.brokers = list(brokers or self.workspace.brokers)
+        self.store: RecordStore | None = None
+        self.collector: Collector | None = None
+
+    def start(self) -> None:
+        from provisioning.district.localbroker import client_tls
+        from provisioning.district.workspace import WorkspaceError
+
+        try:
+            key = self.workspace.key("collector")
+        except WorkspaceError:
+            raise RuntimeError(f"{self.workspace.directory} has no 'collector' key (role ack) to sign record "
+                               "acknowledgements: a workspace from before acknowledgements; add one with "
+                               "a trust update that gives a new key the role 'ack'") from None
+        self.store = RecordStore.open(self.db, self.workspace.directory)
+        self.collector = Collector(self.store, self.brokers, client_tls(self.workspace.directory, "district"), key,
+                                   prefix=self.workspace.topic_prefix).start()
+        log.info("collector: storing into %s from %s", self.store._safe_url(), ", ".join(self.brokers))
+
+    def stop(self) -> None:
+        if self.collector:
+            self.collector.stop()
+            self.collector = None
+        if self.store:
+            self.store.close()
+            self.store = None
