@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from benchmarks.common import command_line, machine_line, median  # noqa: E402
-from node.health.outbox import new_id  # noqa: E402
+from node.reporting.outbox import new_id  # noqa: E402
 from provisioning import pki  # noqa: E402
 from provisioning.district.collector import Collector  # noqa: E402
 from provisioning.district.localbroker import LocalBroker, client_tls  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 from support import NODES, Probe, node_tls, wait_until
 
 from node.errors import RemoteDataError
-from node.health.outbox import make_event
+from node.reporting.outbox import make_event
 from node.trust import reasons
 from node.trust.ack import encode_ack_body, verify_ack
 from node.trust.envelope import PAYLOAD_ACK, sign_envelope

@@ -117,7 +117,8 @@ class RecordStore:
             try:
                 import psycopg
             except ImportError:
-                raise StoreError("PostgreSQL needs psycopg 3: pip install 'speaker-district-tools[postgresql]'") from None
+                raise StoreError("PostgreSQL needs psycopg 3: "
+                                 "pip install 'speaker-district-tools[postgresql]'") from None
             try:
                 return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
             except psycopg.Error as exc:
