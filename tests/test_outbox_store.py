@@ -281,3 +281,23 @@ def test_bounds_and_counts_hold_under_any_mix_of_adds_and_acks(tmp_path_factory)
         box.close()
 
     run()
+
+
+def test_drop_policy_is_reported_in_the_status_once_it_acts(tmp_path):
+    from node.reporting.heartbeat import build_snapshot
+
+    box = Outbox(tmp_path / "o.db", max_rows=4, max_event_rows=2, max_play_rows=5)
+    quiet = build_snapshot(NODE, 1, 1, {"outbox_drop": box.stats()["drop"]}, 1_764_129_000)
+    assert "outbox_drop" not in quiet  # nothing dropped: the field is absent
+    for n in range(3):
+        box.add("event", event("input_changed", n, input="door", active=True))
+    for n in range(6):
+        box.add("play", play(n))
+    box.add("event", event(n=9))  # play records alone fill the bound: refused
+    snapshot = build_snapshot(NODE, 1, 2, {"outbox_drop": box.stats()["drop"], "dropped": box.stats()["dropped"]},
+                              1_764_129_000)
+    # one event for the event cap, two to make room for plays; one play past its hard cap; one refusal
+    assert snapshot["outbox_drop"] == {"events": 3, "plays": 1, "refused": 1}
+    from node.schemas import errors
+
+    assert errors("status", snapshot) == []

@@ -210,14 +210,27 @@ class RecordStore:
             cur = self._db.cursor()
             self._begin()
             try:
-                seen_in_batch = set()
+                first: dict[str, Incoming] = {}
                 for msg in records:
-                    if msg.payload["id"] in seen_in_batch:
-                        duplicate.append(msg)
-                        continue
-                    seen_in_batch.add(msg.payload["id"])
-                    cur.execute(insert, record_row(msg))
-                    (new if cur.rowcount == 1 else duplicate).append(msg)
+                    if msg.payload["id"] in first:
+                        duplicate.append(msg)  # the same record twice in one batch
+                    else:
+                        first[msg.payload["id"]] = msg
+                if self.dialect == "postgresql" and first:
+                    # one pipelined round trip for the batch; RETURNING names the rows actually inserted
+                    cur.executemany(insert + " RETURNING id", [record_row(m) for m in first.values()],
+                                    returning=True)
+                    inserted = set()
+                    while True:
+                        inserted.update(row[0] for row in cur.fetchall())
+                        if not cur.nextset():
+                            break
+                    for rid, msg in first.items():
+                        (new if rid in inserted else duplicate).append(msg)
+                else:
+                    for msg in first.values():
+                        cur.execute(insert, record_row(msg))
+                        (new if cur.rowcount == 1 else duplicate).append(msg)
                 for msg in statuses:
                     ts = msg.payload.get("ts")
                     online = msg.payload.get("online")
