@@ -413,3 +413,31 @@ def test_thief_retaking_the_session_does_not_make_a_real_node_miss_plays(distric
         watcher.close()
         sim.close()
         content.stop()
+
+
+def test_revoked_dashboard_certificate_loses_its_open_connection_and_the_reissued_one_connects(revocable):
+    """A stolen dashboard (monitor) certificate: `revoke --identity monitor --reissue` cuts the open
+    connection, refuses the old certificate and leaves a new one that connects."""
+    ws, broker = revocable
+    old_ctx = client_tls(ws, "monitor")  # loaded now: the files are replaced below
+    dashboard = Session(broker, old_ctx, "monitor:telegraf-ioc-1", ["spk/node/+/status"]).connect()
+    try:
+        assert certs.main_revoke([str(ws), "--identity", "monitor", "--reissue", "--reason", "keyCompromise"]) == 0
+        wait_until(lambda: dashboard.disconnects >= 1, timeout=10)
+        assert refused(broker, old_ctx, "monitor:telegraf-ioc-1")
+        assert attempt(broker, client_tls(ws, "monitor"), "monitor:telegraf-ioc-1") == 0
+        assert attempt(broker, client_tls(ws, "district"), "district") == 0  # the district is not disturbed
+    finally:
+        dashboard.close()
+    assert (ws / "tls" / "old").is_dir() and list((ws / "tls" / "old").glob("monitor-*.crt"))
+
+
+def test_revoke_refuses_an_unknown_identity_and_reissue_without_identity(revocable, capsys):
+    ws, _ = revocable
+    with pytest.raises(SystemExit):  # argparse: not a district client identity
+        certs.main_revoke([str(ws), "--identity", "broker"])
+    with pytest.raises(SystemExit):
+        certs.main_revoke([str(ws), "--node", "27787-01", "--reissue"])
+    with pytest.raises(certs.ConfigError, match="identity must be one of district, monitor"):
+        certs.revoke_identity(ws, "27787-01")
+    assert not (ws / "tls" / "old").exists()  # nothing was revoked or moved

@@ -28,6 +28,9 @@ from provisioning import pki
 from provisioning.nodeid import parse_node_id
 
 CRL_DAYS = 365
+# The district's own client identities (DIR/tls/NAME.{crt,key}, issued by `speaker-district init`): the
+# district service and tools, and the read-only dashboards.
+DISTRICT_IDENTITIES = ("district", "monitor")
 REASONS = ("unspecified", "keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged")
 
 
@@ -106,7 +109,8 @@ def active_entry(entries: list[dict]) -> dict | None:
 def write_crl(ws: Workspace, registry: dict) -> x509.CertificateRevocationList:
     revoked = [
         (int(e["serial"], 16), _parse_iso(e["revoked_at"]))
-        for entries in registry["nodes"].values()
+        for section in ("nodes", "identities")
+        for entries in registry.get(section, {}).values()
         for e in entries
         if e.get("revoked_at")
     ]
@@ -208,6 +212,44 @@ def revoke_node(workspace: str | Path, node_id: str, reason: str = "unspecified"
         ws.save_registry(registry)
         write_crl(ws, registry)
     return serials
+
+
+def revoke_identity(workspace: str | Path, name: str, reason: str = "unspecified", *,
+                    reissue: bool = False) -> tuple[str, str | None]:
+    """Revoke the current certificate of a district identity (DIR/tls/NAME.crt) and rewrite the CRL; with
+    `reissue`, first put a new key and certificate for NAME in its place (the old certificate moves to
+    DIR/tls/old/, the old key is deleted). Returns (revoked serial, new serial or None).
+    A broker from `broker-config` closes the revoked certificate's open connections within seconds."""
+    if name not in DISTRICT_IDENTITIES:
+        raise ConfigError([f"identity must be one of {', '.join(DISTRICT_IDENTITIES)} (nodes: --node), got {name!r}"])
+    if reason not in REASONS:
+        raise ConfigError([f"reason must be one of {', '.join(REASONS)}, got {reason!r}"])
+    ws = Workspace(workspace)
+    tls = ws.root / "tls"
+    cert_path, key_path = tls / f"{name}.crt", tls / f"{name}.key"
+    with ws.locked():
+        if not cert_path.exists():
+            raise ConfigError([f"{cert_path} does not exist: no certificate was issued to {name} here"])
+        registry = ws.load_registry()
+        cert = pki.load_cert(cert_path)
+        serial = f"{cert.serial_number:X}"
+        entries = registry.setdefault("identities", {}).setdefault(name, [])
+        if not any(e["serial"] == serial for e in entries):
+            entries.append({"serial": serial, "fingerprint": pki.fingerprint(cert),
+                            "revoked_at": _iso(dt.datetime.now(dt.timezone.utc)), "reason": reason})
+        new_serial = None
+        if reissue:
+            (tls / "old").mkdir(exist_ok=True)
+            cert_path.replace(tls / "old" / f"{name}-{serial}.crt")
+            key_path.unlink(missing_ok=True)
+            ca_key, ca_cert = ws.ca()
+            key, new_cert = pki.issue_client_cert(ca_key, ca_cert, name)
+            pki.write_private_key(key_path, key)
+            pki.write_cert(cert_path, new_cert)
+            new_serial = f"{new_cert.serial_number:X}"
+        ws.save_registry(registry)
+        write_crl(ws, registry)
+    return serial, new_serial
 
 
 def list_certs(workspace: str | Path, now: dt.datetime | None = None) -> list[dict]:
@@ -314,20 +356,31 @@ def main_list_certs(argv: list[str]) -> int:
 def main_revoke(argv: list[str]) -> int:
     prog = "speaker-district revoke"
     parser = argparse.ArgumentParser(
-        prog=prog, description="Revoke a node's certificate and rewrite the CRL."
+        prog=prog, description="Revoke a node's (or a district identity's) certificate and rewrite the CRL."
     )
     parser.add_argument("workspace", type=Path)
-    parser.add_argument("--node", required=True)
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--node")
+    who.add_argument("--identity", choices=DISTRICT_IDENTITIES,
+                     help="the district's own client certificate (DIR/tls/NAME.crt), e.g. a stolen dashboard's")
+    parser.add_argument("--reissue", action="store_true",
+                        help="with --identity: write a new key and certificate for it first")
     parser.add_argument("--reason", default="unspecified", choices=REASONS)
     args = parser.parse_args(argv)
+    if args.reissue and not args.identity:
+        parser.error("--reissue goes with --identity (a node gets a new card: issue-cert --replace)")
     try:
-        serials = revoke_node(args.workspace, args.node, args.reason)
+        if args.identity:
+            serial, new_serial = revoke_identity(args.workspace, args.identity, args.reason, reissue=args.reissue)
+            print(f"revoked {args.identity}: serial {serial}")
+            if new_serial:
+                print(f"new certificate {args.workspace / 'tls' / (args.identity + '.crt')}: serial {new_serial}")
+        else:
+            serials = revoke_node(args.workspace, args.node, args.reason)
+            print(f"revoked {args.node}: serial {', '.join(serials)}" if serials
+                  else f"{args.node} had no active certificate; CRL rewritten")
     except (ConfigError, OSError) as exc:
         return _fail(prog, exc)
-    if serials:
-        print(f"revoked {args.node}: serial {', '.join(serials)}")
-    else:
-        print(f"{args.node} had no active certificate; CRL rewritten")
     print(f"CRL {Workspace(args.workspace).crl_path} rewritten: a broker from 'speaker-district broker-config' that "
           "reads this file closes the revoked connections within seconds; a broker elsewhere: copy it there")
     return 0
