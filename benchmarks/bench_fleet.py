@@ -31,6 +31,8 @@ import datetime as dt
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_records import COLLECTOR_PROCESS  # noqa: E402
 from common import (  # noqa: E402
     Subscriber,
     command_line,
@@ -53,6 +56,7 @@ from common import (  # noqa: E402
 )
 
 from provisioning.district.box import DistrictInABox, simulated_node_toml  # noqa: E402
+from provisioning.district.records_store import RecordStore  # noqa: E402
 from provisioning.district.simulator import DistrictSimulator  # noqa: E402
 
 UTC = dt.timezone.utc
@@ -143,7 +147,13 @@ def run_size(n: int, base: Path) -> dict:
                                    min_off=0.2, reconnect_max=120.0, ntp_file=flag)
         node.config.write_text(text.replace('reconnect_min = "0.2s"', 'reconnect_min = "1s"'))
     content = box.start_content_server()
-    sub = Subscriber(box.workspace, broker.address, TOPICS, client_id=f"fleet-{os.getpid()}-{n}")
+    sub = Subscriber(box.workspace, broker.address, TOPICS, client_id=f"district:fleet-{os.getpid()}-{n}")
+    db = box.dir / "records.db"
+    collector = subprocess.Popen([sys.executable, "-c", COLLECTOR_PROCESS, str(box.workspace), str(db),
+                                  broker.address], stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    if collector.stdout.readline().strip() != "ready":
+        raise RuntimeError("the collector did not start")
     sim = DistrictSimulator(box.workspace, broker.address)
     ids = set(box.nodes)
     result: dict = {"n": n}
@@ -222,6 +232,8 @@ def run_size(n: int, base: Path) -> dict:
         result["emergency_records_nodes"] = len(per_node)
         result["emergency_records_dupe_ids"] = sum(c - 1 for c in Counter(r["id"] for r in records).values())
         result["emergency_records_first_delivery"] = len(emergency_ids)
+        result["collector_rss_mb"] = proc_status_kib(collector.pid, "VmRSS") / 1024
+        result["collector_cpu_s"] = proc_cpu_seconds(collector.pid)
         bpid = broker.proc.pid
         result["broker_cpu_s"] = broker_cpu_before + proc_cpu_seconds(bpid)
         result["broker_rss_mb"] = proc_status_kib(bpid, "VmRSS") / 1024
@@ -229,8 +241,24 @@ def run_size(n: int, base: Path) -> dict:
     finally:
         sim.close()
         sub.close()
-        codes = box.stop()
+        codes = box.stop()                       # nodes first: their last records reach the collector
         result["clean_stops"] = sum(1 for c in codes.values() if c == 0)
+        collector.send_signal(signal.SIGTERM)
+        try:
+            out, _ = collector.communicate(timeout=30)
+            result["collector"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        except (subprocess.TimeoutExpired, ValueError):
+            collector.kill()
+            result["collector"] = {}
+        store = RecordStore(str(db))
+        try:
+            rows = store.query("SELECT node, count(*) FROM records WHERE kind = 'play' AND level = 'emergency' "
+                               "GROUP BY node")
+            result["db_emergency_nodes"] = sum(1 for _, c in rows if c == 1)
+            result["db_emergency_dupes"] = sum(c - 1 for _, c in rows if c > 1)
+            result["db_records"] = store.count()
+        finally:
+            store.close()
 
 
 def play_records_any(sub: Subscriber) -> list[dict]:
@@ -274,13 +302,23 @@ def main(argv: list[str]) -> int:
             f"{fmt(r[k].get('p50'))} / {fmt(r[k].get('p99'))} / {fmt(r[k].get('max'))}" if r[k]["n"] else "none"))
         row(f"{label}: nodes, share within 1 s", lambda r, k=key: (
             f"{r[k]['n']}, {r[k].get('within_1s', 0):.0%}" if r[k]["n"] else "0"))
-    row("synchronised start_at: first-sample spread across nodes (ms)", lambda r: fmt(r["sync_spread_ms"], 0))
-    row("synchronised start_at: median lateness vs start_at (ms)", lambda r: fmt(r["sync_vs_start_at_ms"], 0))
+    # Wall time of each node's first WAV write: in simulation that includes a new libVLC instance per play
+    # (~110 ms CPU each, all nodes at once on 2 cores); the nodes seek so the *content* stays aligned to
+    # start_at (bench_sync_start.py measures that alignment from the samples).
+    row("synchronised start_at: first WAV write, spread across nodes (ms)", lambda r: fmt(r["sync_spread_ms"], 0))
+    row("synchronised start_at: first WAV write, median after start_at (ms)",
+        lambda r: fmt(r["sync_vs_start_at_ms"], 0))
     row("broker restart → 99 % online again (s)", lambda r: fmt(r["restart_online99_s"], 1))
     row("broker restart → 100 % online again (s)", lambda r: fmt(r["restart_online100_s"], 1))
     row("reconnections logged / peak per second", lambda r: f"{r['reconnects']} / {r['peak_conn_per_s']}")
     row("emergency play records: nodes with one / duplicate ids", lambda r: (
         f"{r['emergency_records_nodes']} / {r['emergency_records_dupe_ids']}"))
+    row("district database: nodes with exactly one emergency record / extra copies", lambda r: (
+        f"{r.get('db_emergency_nodes')} / {r.get('db_emergency_dupes')}"))
+    row("district database: records stored (all kinds) / collector duplicates dropped", lambda r: (
+        f"{r.get('db_records')} / {(r.get('collector') or {}).get('duplicates')}"))
+    row("collector RSS (MB) / CPU (s, whole run)", lambda r: (
+        f"{fmt(r.get('collector_rss_mb'), 1)} / {fmt(r.get('collector_cpu_s'), 1)}"))
     row("broker CPU (s, whole run) / RSS before restart (MB)",
         lambda r: f"{fmt(r['broker_cpu_s'], 1)} / {fmt(r['broker_rss_before_mb'], 1)}")
     row("clean stops (exit 0)", lambda r: f"{r['clean_stops']}/{r['n']}")
