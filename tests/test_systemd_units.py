@@ -144,7 +144,7 @@ def test_daemon_service_contract():
         "+/opt/speaker-node/committed/venv/bin/speaker-node update-guard --root /opt/speaker-node "
         "--state /var/lib/speaker-node/update.json"
     ]
-    assert s["Restart"] == ["on-failure"] and s["RestartSec"] == ["5"]
+    assert s["Restart"] == ["always"] and s["RestartSec"] == ["5"]
     assert s["User"] == ["speaker"] and s["Group"] == ["speaker"]
     assert s["StateDirectory"] == ["speaker-node"] and s["ConfigurationDirectory"] == ["speaker-node"]
     assert s["ProtectSystem"] == ["strict"] and s["UMask"] == ["0077"]
@@ -153,6 +153,18 @@ def test_daemon_service_contract():
     after = " ".join(s.get("After", []))
     assert "time-sync.target" not in after and "network-online.target" not in after
     assert "Requires" not in s
+
+
+def test_node_unit_never_gives_up_except_for_a_configuration_a_person_must_fix(tmp_path):
+    """No start limit (a crash loop on a pole must not end in 'start request repeated too quickly'),
+    restart after every exit, except EX_CONFIG (78), which the daemon returns only for node.toml."""
+    s = unit_settings("speaker-node.service")
+    assert s["StartLimitIntervalSec"] == ["0"] and "StartLimitBurst" not in s
+    assert s["Restart"] == ["always"] and s["RestartPreventExitStatus"] == ["78"]
+    copy = copy_with_stub_executables(tmp_path, "speaker-node.service")
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "speaker-node.service" not in proc.stderr, proc.stderr
 
 
 def test_firstboot_unit_runs_only_while_the_card_has_an_identity():
