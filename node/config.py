@@ -178,6 +178,8 @@ SCHEMA: dict[str, dict[str, F]] = {
         # when simulating, so several simulated nodes can share one machine)
         "runtime_dir": F(STR, ""),
         "cache_quota_mb": F(ranged(INT, 16, 1 << 20), 2048),
+        # how often a degraded store (full, read-only or failing medium) is tried again (docs/storage.md)
+        "fault_retry": F(ranged(parse_duration, 1, 3600), 30.0),
     },
     "audio": {
         "output": F(matching(re.compile(r"^(alsa|wav)$"), "alsa"), "alsa"),

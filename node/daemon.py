@@ -1,10 +1,12 @@
 """`speaker-node run --config FILE [--simulate]`: the node daemon.
 
 The start sequence reads top to bottom; everything started is stopped in reverse in `finally`.
-Exit codes systemd understands: 0 clean stop (SIGTERM), 78 EX_CONFIG for a bad configuration
-(Restart=on-failure would not help, so the unit uses RestartPreventExitStatus=78), 69 EX_UNAVAILABLE
-when the GPIO pins cannot be opened (missing chip, pins busy: restarted, after GPIO_RETRY_DELAY so the
-unit's start limit is never reached and a freed pin is picked up within a minute), 1 anything else.
+Exit codes systemd understands: 0 clean stop (SIGTERM), 78 EX_CONFIG only for a configuration a person
+must fix (the unit does not restart it: RestartPreventExitStatus=78), 69 EX_UNAVAILABLE when the GPIO
+pins cannot be opened (missing chip, pins busy: restarted, after GPIO_RETRY_DELAY so a freed pin is
+picked up within a minute), 75 EX_TEMPFAIL for any other OS error at start (restarted, forever), 1
+anything else (restarted too). Storage faults are none of these: the stores open degraded and the node
+plays what it can prove (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import time
 
 from node.config import DEFAULT_PATH, load_config, load_config_simulated, report
-from node.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, HardwareUnavailable
+from node.errors import EX_CONFIG, EX_TEMPFAIL, EX_UNAVAILABLE, ConfigError, HardwareUnavailable
 
 log = logging.getLogger("speaker-node")
 # 20 starts per 10 min is the unit's limit: one attempt per ~35 s stays below it forever.
@@ -76,9 +78,9 @@ def main(argv: list[str]) -> int:
         Notifier().notify(f"STATUS=GPIO unavailable: {exc}")
         time.sleep(GPIO_RETRY_DELAY)
         return EX_UNAVAILABLE
-    except OSError as exc:  # state directory not writable, disk full at start-up...
-        print(f"speaker-node: cannot start: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    except OSError as exc:  # e.g. the runtime tmpfs; never a configuration error: try again
+        print(f"speaker-node: cannot start yet: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
 
     def on_signal(signum, frame):
         log.info("signal %d: stopping", signum)

@@ -46,3 +46,4 @@ class ConfigError(SpeakerNodeError):
 
 EX_UNAVAILABLE = 69  # sysexits.h: service unavailable; restarted by Restart=on-failure
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd shows it as "status=78/CONFIG"
+EX_TEMPFAIL = 75  # sysexits.h: temporary failure, try again (restarted by the unit)

@@ -45,6 +45,22 @@ def runtime_dir(cfg) -> Path:
     return Path(cfg.storage.runtime_dir)
 
 
+def _private_dir_if_possible(path) -> Path:
+    """private_dir, but a read-only or failing card only logs: the stores then run degraded."""
+    try:
+        return private_dir(path)
+    except OSError as exc:
+        log.error("directory %s unusable: %s", path, exc)
+        return Path(path)
+
+
+def _private_files_if_possible(path) -> None:
+    try:
+        private_files(path)
+    except OSError as exc:
+        log.error("cannot make %s private: %s", path, exc)
+
+
 def hold_daemon_lock(cfg):
     """One daemon per node: an exclusive flock on <runtime_dir>/daemon.lock, held for the process's
     life (the kernel drops it when the process dies, even by kill -9). selftest checks it too."""
@@ -63,12 +79,13 @@ def hold_daemon_lock(cfg):
 
 
 def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=None, player=None) -> NodeApp:
-    state_dir = private_dir(cfg.storage.state_dir)
+    state_dir = _private_dir_if_possible(cfg.storage.state_dir)
     lock_fd = hold_daemon_lock(cfg)
     clock = clock or SystemClock(cfg.clock.ntp_sync_file)
     loop = EventLoop(clock.monotonic)
+    # Never raises for the medium: a damaged state.db is rebuilt, a full or read-only one runs in memory.
     store = StateStore(state_dir / "state.db")
-    private_files(state_dir / "state.db")
+    _private_files_if_possible(state_dir / "state.db")
     cfg = settings.apply_stored(cfg, store)  # signed remote settings accepted earlier
     if make_broker is None:
         _check_files(cfg)
@@ -104,12 +121,12 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     from node.content.download import Downloader, DownloadLimits
     from node.playback.relays import Inputs, InputSpec, RelayBoard, RelaySpec
     from node.reporting.heartbeat import encode
-    from node.reporting.outbox import Outbox
     from node.service.fetcher import Fetcher
     from node.service.health import HealthService, ModemPoller, request_reboot
     from node.service.intake import CommandIntake, TrustedTime, TrustKeeper, load_clock_trust
     from node.service.onair import OnAir
     from node.service.parts import NodeParts
+    from node.service.storage import StorageWatch, open_outbox, restore_documents
 
     closers = []
     run_dir = private_dir(runtime_dir(cfg))
@@ -152,22 +169,28 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
         player = VlcPlayer(loop.post, output=cfg.audio.output, device=cfg.audio.device,
                            wav_path=Path(cfg.audio.wav_dir) / "{item_id}.wav")
     closers.append(player.close)
-    cache = ContentCache(private_dir(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB, state_dir / "cache.db")
-    private_files(state_dir / "cache.db")
-    cache.sweep()
+    cache = ContentCache(_private_dir_if_possible(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB,
+                         state_dir / "cache.db")
+    _private_files_if_possible(state_dir / "cache.db")
+    try:
+        cache.sweep()
+    except OSError as exc:  # a read-only cache keeps its stale partials until the medium is back
+        log.error("cache sweep skipped: %s", exc)
     closers.append(cache.close)
     downloader = Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
                             key_file=cfg.broker.key_file, limits=DownloadLimits(max_bytes=cfg.audio.max_audio_mb * MB))
     fetcher = Fetcher(downloader, loop.post)
     closers.append(fetcher.close)
-    outbox = Outbox(state_dir / "outbox.db", node_id=cfg.node.id, max_rows=cfg.health.outbox_max_rows,
-                    max_event_rows=min(20_000, cfg.health.outbox_max_rows),
-                    resend_after=cfg.health.resend_after, resend_max=cfg.health.resend_max)
+    outbox, outbox_fault = open_outbox(state_dir / "outbox.db", node_id=cfg.node.id,
+                                       max_rows=cfg.health.outbox_max_rows,
+                                       max_event_rows=min(20_000, cfg.health.outbox_max_rows),
+                                       resend_after=cfg.health.resend_after, resend_max=cfg.health.resend_max)
     closers.append(outbox.close)
-    private_files(state_dir / "outbox.db")
+    _private_files_if_possible(state_dir / "outbox.db")
 
     limits = Limits(max_envelope_bytes=cfg.trust.max_message_bytes, audio_max_bytes=cfg.audio.max_audio_mb * MB,
                     audio_max_duration=cfg.audio.max_duration, skew_seconds=cfg.trust.clock_skew)
+    restore_documents(store, trust, limits)  # a rebuilt state.db gets the safe copy's schedule, verified
     parts_ref: dict = {}
     clock_trust = load_clock_trust(store)
 
@@ -232,6 +255,11 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
                       modem_poller=modem_poller, closers=closers, updates=updates, restarter=restarter)
     parts_ref["parts"] = parts
     onair.changed = parts.kick
+    parts.storage = StorageWatch(loop=loop, store=store, outbox=outbox, outbox_path=state_dir / "outbox.db",
+                                 outbox_fault=outbox_fault, cache=cache, emit_event=emit_event,
+                                 trusted_now=TrustedTime(clock, clock_trust).now, retry_s=cfg.storage.fault_retry)
+    parts.storage.on_change = parts.kick
+    closers.append(parts.storage.close)
     return parts
 
 

@@ -43,6 +43,7 @@ def test_vector_decision(path):
         vector["envelope"].encode("utf-8"), trust=trust, node_id=ctx["node_id"], groups=ctx["groups"],
         topic=ctx["topic"], now=parse_time(ctx["now"]) if ctx["now"] else None, seen=set(ctx["seen"]),
         versions=ctx["versions"], floor=parse_time(ctx["floor"]) if ctx.get("floor") else None,
+        reset_epoch=parse_time(ctx["reset_epoch"]) if ctx.get("reset_epoch") else None,
     )
     expected = vector["expected"]
     assert decision.decision == expected["decision"], (vector["description"], decision)

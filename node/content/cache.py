@@ -9,11 +9,18 @@ refuses with RemoteDataError("cache_full") rather than break a coming broadcast.
 
 The SQLite connection may be shared with other stores, so every table here is prefixed `cache_` and
 nothing assumes it owns the database.
+
+The index is only an index: the files are the truth. A cache.db of its own that is damaged is moved
+aside and rebuilt from the files on disk, each one re-hashed against its name (a file that does not
+match is removed). When the cache filesystem is full, read-only or failing, the index lives in memory
+(rebuilt the same way) and playback goes on from the files; `try_recover()` writes it back to cache.db
+once the medium takes writes again (node.service.storage calls it on a timer).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -24,6 +31,8 @@ from typing import Callable, Iterable
 
 from node.content.download import HASH_MISMATCH, LENGTH_MISMATCH, check_sha256_hex, hash_file
 from node.errors import DeviceError, RemoteDataError
+
+log = logging.getLogger(__name__)
 
 CACHE_FULL = "cache_full"
 PARTIAL_MAX_AGE = 24 * 3600  # a partial untouched for a day belongs to content nobody asks for any more
@@ -97,16 +106,144 @@ class ContentCache:
         self._clock = clock
         self._lock = threading.RLock()
         self._owns_db = not isinstance(db, sqlite3.Connection)
-        # The download worker admits while the node loop looks files up: one lock, one connection.
-        self._db = sqlite3.connect(db, check_same_thread=False) if self._owns_db else db
+        self.fault: tuple[str, str] | None = None   # (reason, detail) while the index lives in memory
+        self.rebuilt: dict | None = None            # what the last rebuild found, for the storage_fault event
+        self._db_path = None if not self._owns_db else Path(db)
         self._pinned: frozenset[str] = frozenset()
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "partial").mkdir(exist_ok=True)
-        with self._lock, self._db:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "partial").mkdir(exist_ok=True)
+        except OSError as exc:
+            log.error("cache directory %s unusable: %s", self.root, exc)
+        if not self._owns_db:
+            # The download worker admits while the node loop looks files up: one lock, one connection.
+            self._db = db
+            self._create_schema(self._db)
+            return
+        try:
+            self._db = self._open_index()
+        except (sqlite3.Error, OSError) as exc:
+            from node.adapters.store import classify
+
+            log.error("cache index unusable (%s): rebuilding it in memory from the files", exc)
+            self._db = self._memory_index()
+            self.fault = (classify(exc, self._db_path), str(exc)[:200])
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        with self._lock, db:
             # Statement by statement: executescript would first COMMIT whatever another store sharing
             # the connection has open.
             for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._db.execute(statement)
+                db.execute(statement)
+
+    def _open_index(self) -> sqlite3.Connection:
+        """cache.db, checked and write-probed; a damaged one is moved aside and rebuilt from the files."""
+        from node.adapters.store import CORRUPT, classify, move_aside
+
+        try:
+            return self._open_checked()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) or classify(exc) != CORRUPT:
+                raise
+            moved = move_aside(self._db_path, self._clock())
+            log.error("cache index damaged (%s): moved to %s, rebuilding from the files", exc, moved.name)
+            db = self._open_checked()
+            self.rebuilt = {"detail": str(exc)[:200], "moved_to": moved.name, **self._rebuild(db)}
+            return db
+
+    def _open_checked(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._db_path, check_same_thread=False)
+        try:
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+            self._create_schema(db)
+            with db:
+                db.execute("CREATE TABLE IF NOT EXISTS cache_probe (at REAL)")
+                db.execute("DELETE FROM cache_probe")
+                db.execute("INSERT INTO cache_probe VALUES (?)", (self._clock(),))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _memory_index(self) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._create_schema(db)
+        self.rebuilt = self._rebuild(db)
+        return db
+
+    def _rebuild(self, db: sqlite3.Connection) -> dict:
+        """Index every file whose bytes hash to its name; remove the ones that do not (a torn write).
+        Content ids are not in the files: they come back as the schedule and commands name them."""
+        files = damaged = 0
+        for path in sorted(self.root.glob("[0-9a-f][0-9a-f]/*.bin")):
+            try:
+                digest, length = hash_file(path)
+                if digest != path.stem or path.parent.name != digest[:2]:
+                    path.unlink(missing_ok=True)
+                    damaged += 1
+                    continue
+                mtime = path.stat().st_mtime
+            except OSError as exc:
+                log.warning("cache rebuild: %s unreadable: %s", path, exc)
+                damaged += 1
+                continue
+            with self._lock, db:
+                db.execute("INSERT OR REPLACE INTO cache_files (sha256, length, codec, added, last_used) "
+                           "VALUES (?, ?, 'unknown', ?, ?)", (digest, length, mtime, mtime))
+            files += 1
+        log.info("cache index rebuilt: %d files verified, %d damaged removed", files, damaged)
+        return {"files": files, "damaged": damaged}
+
+    def try_recover(self) -> bool:
+        """While the index is in memory: write it to cache.db once that works again."""
+        if self.fault is None or not self._owns_db:
+            return True
+        try:
+            disk = self._open_index()
+            with self._lock:
+                self._db.backup(disk)
+                memory, self._db = self._db, disk
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("cache index still in memory: %s", exc)
+            return False
+        memory.close()
+        self.fault = None
+        log.info("cache index back on disk")
+        return True
+
+    def _degrade(self, exc: BaseException) -> None:
+        """A write to cache.db failed on a medium that worked: carry on with a copy in memory."""
+        from node.adapters.store import classify
+
+        memory = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            self._db.backup(memory)
+        except sqlite3.Error:
+            self._create_schema(memory)
+            self._rebuild(memory)
+        if self._owns_db:
+            self._db.close()
+        self._db = memory
+        self.fault = (classify(exc, self._db_path), str(exc)[:200])
+        log.error("cache index write failed (%s): index kept in memory", exc)
+
+    def _write(self, fn):
+        """Run an index write; a storage fault moves the index to memory and the write is done there."""
+        from node.adapters import faults
+        from node.adapters.store import is_storage_fault
+
+        faults.reached("cache")
+        try:
+            with self._db:
+                return fn(self._db)
+        except (sqlite3.Error, OSError) as exc:
+            if self.fault is not None or not self._owns_db or not is_storage_fault(exc):
+                raise
+            self._degrade(exc)
+            with self._db:
+                return fn(self._db)
 
     def close(self) -> None:
         if self._owns_db:
@@ -134,14 +271,18 @@ class ContentCache:
         """The cached file, marking it just used; None (and the stale row dropped) if it is gone."""
         path = self.file_path(sha256)
         sha256 = path.stem
-        with self._lock, self._db:
+        with self._lock:
             row = self._db.execute("SELECT 1 FROM cache_files WHERE sha256 = ?", (sha256,)).fetchone()
             if row is None:
                 return None
             if not path.exists():
-                self._forget(sha256)
+                self._write(lambda db: self._forget(sha256))
                 return None
-            self._db.execute("UPDATE cache_files SET last_used = ? WHERE sha256 = ?", (self._clock(), sha256))
+            try:
+                self._write(lambda db: db.execute("UPDATE cache_files SET last_used = ? WHERE sha256 = ?",
+                                                  (self._clock(), sha256)))
+            except sqlite3.Error as exc:  # the file is there and verified: play it, whatever the index says
+                log.error("cache: last-used time not stored for %s: %s", sha256[:12], exc)
         return path
 
     def sha256_for(self, content_id: str) -> str | None:
@@ -181,10 +322,12 @@ class ContentCache:
         with self._lock:
             if self.has(sha256):
                 temp_path.unlink(missing_ok=True)
-                with self._db:
+
+                def reuse(db):
                     self._name(content_id, sha256)
-                    self._db.execute("UPDATE cache_files SET last_used = ? WHERE sha256 = ?",
-                                     (self._clock(), sha256))
+                    db.execute("UPDATE cache_files SET last_used = ? WHERE sha256 = ?", (self._clock(), sha256))
+
+                self._write(reuse)
                 return final
             victims = plan_eviction(self._files(), set(self._pinned), self.quota_bytes, length)
             if victims is None:
@@ -199,11 +342,13 @@ class ContentCache:
             if final.parent != temp_path.parent:
                 _fsync_dir(temp_path.parent)
             now = self._clock()
-            with self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO cache_files (sha256, length, codec, added, last_used) "
-                    "VALUES (?, ?, ?, ?, ?)", (sha256, length, codec, now, now))
+
+            def index(db):
+                db.execute("INSERT OR REPLACE INTO cache_files (sha256, length, codec, added, last_used) "
+                           "VALUES (?, ?, ?, ?, ?)", (sha256, length, codec, now, now))
                 self._name(content_id, sha256)
+
+            self._write(index)
         return final
 
     def import_file(self, src_path: Path, sha256: str, length: int, content_id: str, codec: str) -> Path:
@@ -258,9 +403,9 @@ class ContentCache:
             return False
         if hash_file(path) == (path.stem, row[0]):
             return True
-        with self._lock, self._db:
+        with self._lock:
             path.unlink(missing_ok=True)
-            self._forget(path.stem)
+            self._write(lambda db: self._forget(path.stem))
         return False
 
     def sweep(self, now: float | None = None) -> SweepReport:
@@ -281,11 +426,10 @@ class ContentCache:
                 if expected is None or path.parent.name != path.stem[:2] or path.stat().st_size != expected:
                     path.unlink(missing_ok=True)
                     orphans += 1
-            with self._db:
-                for sha256 in indexed:
-                    if not self.file_path(sha256).exists():
-                        self._forget(sha256)
-                        rows += 1
+            gone = [sha256 for sha256 in indexed if not self.file_path(sha256).exists()]
+            if gone:
+                self._write(lambda db: [self._forget(sha256) for sha256 in gone])
+                rows = len(gone)
         return SweepReport(partials, orphans, rows)
 
     # -- internals (caller holds the lock) ---------------------------------------------------------------
@@ -298,8 +442,7 @@ class ContentCache:
         for sha256 in victims:
             # File first: a crash in between leaves a row without a file, which path_for/sweep repair.
             self.file_path(sha256).unlink(missing_ok=True)
-            with self._db:
-                self._forget(sha256)
+            self._write(lambda db, sha256=sha256: self._forget(sha256))
 
     def _forget(self, sha256: str) -> None:
         self._db.execute("DELETE FROM cache_files WHERE sha256 = ?", (sha256,))

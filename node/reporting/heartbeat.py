@@ -92,6 +92,8 @@ def alarms_from(readings: dict, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> 
         alarms.add("trust_expiring")
     if readings.get("failed_to_sound"):
         alarms.add("failed_to_sound")
+    if readings.get("storage"):
+        alarms.add("storage_fault")
     return sorted(alarms)
 
 
@@ -139,6 +141,7 @@ def build_snapshot(
         "outbox": int(readings.get("outbox") or 0),
         "dropped": int(readings.get("dropped") or 0),
         **({"sw": dict(readings["sw"])} if readings.get("sw") else {}),
+        "storage": sorted(readings.get("storage") or []),
     } | _drop_report(readings.get("outbox_drop"))
 
 

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from node.adapters import faults  # test-only kill points (off unless SPEAKER_FAULT_KILL_AT is set)
 from node.reporting.heartbeat import encode  # the one compact encoder for everything sent over the air
 
 KINDS = ("event", "play")
@@ -158,6 +159,46 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
+    def probe_write(self) -> None:
+        """One tiny committed write: raises sqlite3.Error when the medium cannot take writes."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT INTO meta(key, value) VALUES ('probe', 0) "
+                             "ON CONFLICT(key) DO UPDATE SET value = 1 - value")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def move_rows_to(self, path: str | os.PathLike) -> None:
+        """Degraded start (node.service.storage): this in-memory outbox's rows go into the outbox file
+        at `path`, and this object carries on with that file. Raises sqlite3.Error/OSError (and keeps
+        its rows) when the file still cannot be written. Rows come back unsent: the pump re-sends them."""
+        disk = Outbox(path, node_id=self.node_id, max_rows=self.max_rows, max_event_rows=self.max_event_rows,
+                      max_play_rows=self.max_play_rows, clock=self._clock, resend_after=self.resend_after,
+                      resend_max=self.resend_max, rng=self._rng)
+        try:
+            rows = self._db.execute("SELECT id, kind, prio, created, payload FROM outbox ORDER BY seq").fetchall()
+            meta = self._db.execute("SELECT key, value FROM meta").fetchall()
+            disk._db.execute("BEGIN IMMEDIATE")
+            try:
+                disk._db.executemany("INSERT OR IGNORE INTO outbox(id, kind, prio, created, payload) "
+                                     "VALUES (?, ?, ?, ?, ?)", rows)
+                disk._db.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                                     "DO UPDATE SET value = value + excluded.value", meta)
+                disk._db.execute("COMMIT")
+            except BaseException:
+                if disk._db.in_transaction:
+                    disk._db.execute("ROLLBACK")
+                raise
+        except BaseException:
+            disk.close()
+            raise
+        self._db.close()
+        self._db, self.path, self._cached_counts = disk._db, disk.path, None
+        self.moved_aside = disk.moved_aside
+
     # -- writing ----------------------------------------------------------------------------------
 
     def _counts(self) -> dict[str, int]:
@@ -223,6 +264,7 @@ class Outbox:
         now = self._clock()
         record_id = payload.setdefault("id", new_id(now))
         blob = encode(payload)
+        faults.reached("outbox")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             if self._db.execute("SELECT 1 FROM outbox WHERE id = ?", (record_id,)).fetchone():
@@ -264,6 +306,7 @@ class Outbox:
     def mark_sent_many(self, pairs: Iterable[tuple[int, int]]) -> None:
         pairs = list(pairs)
         if pairs:
+            faults.reached("outbox_sent")
             self._tx("UPDATE outbox SET inflight_mid = ? WHERE seq = ?", [(mid, seq) for seq, mid in pairs])
 
     def acked(self, seq: int) -> None:
@@ -274,6 +317,7 @@ class Outbox:
         seqs = list(seqs)
         if not seqs:
             return
+        faults.reached("outbox_ack")
         now = self._clock()
         attempts = dict(self._db.execute(
             f"SELECT seq, attempts FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchall())
@@ -389,6 +433,12 @@ class OutboxPump:
 
     def on_disconnect(self) -> None:
         self.connected = False
+
+    def forget_inflight(self) -> None:
+        """The outbox moved to another database (node.service.storage): the message ids in flight name
+        rows that no longer exist there; the rows are pending again and will be re-sent."""
+        self._inflight.clear()
+        self._acked.clear()
 
     def pump(self) -> int:
         if not self.connected or len(self._inflight) >= self.window:

@@ -64,24 +64,47 @@ class TrustKeeper:
 
     def __init__(self, provisioned: bytes, store):
         self.store = store
-        self.document: TrustDocument = load_trust_file(provisioned)
-        for accepted_at, envelope in store.get("trust_chain", []):
+        root = load_trust_file(provisioned)
+        self.document: TrustDocument = root
+        self.chain: list = []
+        # The chain is kept in two places (state.db and the safe copy next to it): walk both from the
+        # provisioned root and keep the newer result, so deleting or rebuilding state.db never brings
+        # back a revoked key.
+        candidates = [store.get("trust_chain", [])]
+        copied = getattr(store, "copied_value", lambda key, default=None: default)("trust_chain", [])
+        if copied:
+            candidates.append(copied)
+        for chain in candidates:
+            document, verified = self._walk(root, chain)
+            if document.version > self.document.version:
+                self.document, self.chain = document, verified
+        if self.chain and self.chain != store.get("trust_chain", []):
+            log.warning("trust chain restored from the safe copy (version %d)", self.document.version)
+            store.put("trust_chain", self.chain)
+
+    @staticmethod
+    def _walk(root: TrustDocument, chain) -> tuple[TrustDocument, list]:
+        document, verified = root, []
+        for link in chain if isinstance(chain, list) else []:
             try:
-                self.document = verify_trust_update(
-                    base64.b64decode(envelope), current_trust=self.document,
+                accepted_at, envelope = link
+                document = verify_trust_update(
+                    base64.b64decode(envelope), current_trust=document,
                     now_or_floor=dt.datetime.fromisoformat(accepted_at))
-            except RemoteDataError as exc:
+                verified.append([accepted_at, envelope])
+            except (RemoteDataError, ValueError, TypeError) as exc:
                 # Typically: the SD card was re-provisioned with a newer root document. Keep what verifies.
                 log.warning("stored trust update skipped: %s", exc)
+        return document, verified
 
     def adopt(self, new: TrustDocument, envelope: bytes, now_or_floor: dt.datetime) -> TrustDocument:
         """Persist and use a document the verifier accepted against the current one (verify_message)."""
-        chain = self.store.get("trust_chain", [])
+        chain = list(self.chain)
         chain.append([now_or_floor.isoformat(), base64.b64encode(envelope).decode()])
         # The whole chain: re-verification at start-up walks it from the provisioned root, and a root
         # rotation anywhere in it is needed to verify every later link (a few kB per version).
         self.store.put("trust_chain", chain)
-        self.document = new
+        self.document, self.chain = new, chain
         return new
 
     def days_left(self, now: dt.datetime) -> float:
@@ -143,7 +166,8 @@ class CommandIntake:
             return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{len(payload)} bytes"))
         result = verify_message(
             payload, trust=self.trust.document, node_id=self.node_id, groups=self.groups, topic=topic, now=now,
-            seen=self.store.seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor)
+            seen=self.store.seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor,
+            reset_epoch=self.store.reset_epoch(now))
         if isinstance(result, Rejected):
             return self._rejected(topic, result)
         if isinstance(result, TrustAccepted):

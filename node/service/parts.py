@@ -47,6 +47,7 @@ class NodeParts:
         self.updates, self.restarter = updates, restarter   # node.update: signed software updates
         self.closers = list(closers)
         self.pump: OutboxPump | None = None
+        self.storage = None  # node.service.storage.StorageWatch, set by the wiring
         self.app = None
         self._urgent = False
         self.outbox_errors = 0
@@ -99,6 +100,7 @@ class NodeParts:
             "outbox_drop": stats.get("drop"),
             "failed_to_sound": self.onair.failed_to_sound,
             **({"sw": self.updates.status()} if self.updates else {}),
+            "storage": self.storage.degraded() if self.storage else [],
         }
 
     # --- NodeApp hooks -----------------------------------------------------------------------------
@@ -117,6 +119,8 @@ class NodeParts:
                                                                              "where": ev.where}))
         events_topic = app.topics.events
         self.pump = OutboxPump(self.outbox, lambda payload: app.broker.publish(events_topic, payload, qos=1))
+        if self.storage:
+            self.storage.pump = self.pump
 
     def _guarded(self, fn):
         def run(ev):
@@ -125,6 +129,8 @@ class NodeParts:
         return run
 
     def start(self, app) -> None:
+        if self.storage:
+            self.storage.start()  # storage_fault / state_reset from opening the stores, then retries
         self.intake.observe_clock()
         if self.inputs:
             self.health.inputs.update(self.inputs.read())

@@ -49,6 +49,7 @@ CACHE_FULL = "cache_full"
 DOWNLOAD_FAILED = "download_failed"
 INTERNAL_ERROR = "internal_error"
 LIVE_URL_REFUSED = "live_url_refused"
+ISSUED_BEFORE_RESET = "issued_before_reset"
 
 TABLE: tuple[Reason, ...] = (
     Reason(TOO_LARGE, True, "the envelope is bigger than the configured maximum; not parsed"),
@@ -89,6 +90,8 @@ TABLE: tuple[Reason, ...] = (
                                  "fault alone: file a bug with the message"),
     Reason(LIVE_URL_REFUSED, True, "a live URL (live command or schedule slot) is not https: live audio has no "
                                    "signed hash, only the district-CA TLS session authenticates it"),
+    Reason(ISSUED_BEFORE_RESET, True, "issued (or valid) before the node's last state reset, when it lost the "
+                                      "ids it had accepted: it may be a replay; the district re-sends"),
 )
 
 BY_CODE: dict[str, Reason] = {reason.code: reason for reason in TABLE}

@@ -167,12 +167,13 @@ def verify_message(
     versions: Mapping[str, int] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     floor: dt.datetime | None = None,
+    reset_epoch: dt.datetime | None = None,
 ) -> Accepted | TrustAccepted | Rejected:
     """Decide one message from the broker: a command (see verify_command) or a trust update, which is
     checked at `now`, or at the persisted `floor` when the clock is untrusted (a root rotation must
     still reach a node whose clock is wrong; the floor can only make expiry stricter). Never raises."""
     return _decide(lambda: _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen,
-                                   versions or {}, limits, floor, accept_trust=True))
+                                   versions or {}, limits, floor, accept_trust=True, reset_epoch=reset_epoch))
 
 
 def verify_command(
@@ -187,15 +188,19 @@ def verify_command(
     versions: Mapping[str, int] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     floor: dt.datetime | None = None,
+    reset_epoch: dt.datetime | None = None,
 ) -> Accepted | Rejected:
     """Decide one command envelope. Never raises for bad input.
 
     `topic` None means "not from the broker" (USB manifest): a non-matching target is then reported.
     `now` None means the clock is untrusted: every command is rejected clock_untrusted, except a time
     beacon when `floor` (the persisted time floor) is given: it is checked at its own time instead.
+    `reset_epoch` is the trusted time at which the node lost its seen ids (node.adapters.store): a
+    command issued or valid before it could have been accepted before, so it is refused
+    issued_before_reset (time beacons excepted: they carry their own freshness).
     """
     return _decide(lambda: _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen,
-                                   versions or {}, limits, floor, accept_trust=False))
+                                   versions or {}, limits, floor, accept_trust=False, reset_epoch=reset_epoch))
 
 
 def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected]) -> Accepted | TrustAccepted | Rejected:
@@ -209,7 +214,8 @@ def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected]) -> Accept
         return reject(reasons.INTERNAL_ERROR, f"{type(exc).__name__} at {where}: {str(exc)[:80]}")
 
 
-def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, floor, *, accept_trust):
+def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, floor, *, accept_trust,
+            reset_epoch=None):
     envelope = parse_envelope(data, max_bytes=limits.max_envelope_bytes, max_signatures=limits.max_signatures)
     if envelope.payload_type == PAYLOAD_TRUST and accept_trust:
         at = now or floor
@@ -284,6 +290,11 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
         except RemoteDataError as exc:
             return reject(exc.reason, f"body.release: {exc.detail}", command_id=cid)
 
+    if (reset_epoch is not None and command.type != "time"
+            and min(command.issued_at, command.not_before) < reset_epoch):
+        return reject(reasons.ISSUED_BEFORE_RESET,
+                      f"issued {command.issued_at.isoformat()} before the state reset at {reset_epoch.isoformat()}",
+                      command_id=cid)
     if _is_seen(seen, cid):
         return reject(reasons.REPLAYED, f"command {cid} was already accepted", command_id=cid)
     if command.type in ("schedule", "config"):

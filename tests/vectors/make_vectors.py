@@ -296,6 +296,13 @@ def cases() -> list[tuple[str, str, bytes, dict, dict]]:
                                  "level": "normal", "grace": 30}, cid=cid("live-http"))
     add("live-plain-http-rejected", "A correctly signed live relay over plain http: live audio is https only.",
         sign(live_http, ["live"]), no("live_url_refused"))
+    # After a state reset (state.db lost or rebuilt at 05:25) the seen ids are gone: a command issued
+    # before it may already have played; one issued after it cannot have been seen.
+    add("issued-before-reset-rejected", "Issued 05:20, before the node's state reset at 05:25 (seen ids lost).",
+        sign(play, ["bulletin"]), no("issued_before_reset"), reset_epoch=format_time(NOW - dt.timedelta(minutes=5)))
+    add("issued-after-reset-accepted", "Issued 05:26, after the state reset at 05:25: the district re-sent it.",
+        sign(command("play", play_body(), cid=cid("after-reset"), not_before=NOW - dt.timedelta(minutes=4)),
+             ["bulletin"]), ok, reset_epoch=format_time(NOW - dt.timedelta(minutes=5)))
     return out
 
 
