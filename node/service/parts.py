@@ -136,7 +136,16 @@ class NodeParts:
             self.health.inputs.update(self.inputs.read())
         self.onair.start()
         if self.updates:
-            self.updates.start()
+            try:
+                self.updates.start()
+            except OSError as exc:
+                # Its state file cannot be written (read-only or full card): no update may act without
+                # its persisted state, so updates wait for the next start; playback goes on.
+                from node.adapters.store import classify
+
+                log.error("software updates not started: %s", exc)
+                self.emit_event("storage_fault", {"store": "update", "reason": classify(exc, exc.filename),
+                                                  "action": "disabled", "detail": str(exc)[:200]})
         if self.modem_poller:
             self.modem_poller.start()
         self.emit_event("started", {"birth": app.birth, "clock": self.intake.clock_trust.status()["source"]})
