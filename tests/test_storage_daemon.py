@@ -125,6 +125,40 @@ def test_full_state_fs_at_start_starts_degraded_and_recovers(tmp_path, district,
     assert faults["state"] == "disk_full"
 
 
+@needs_mount
+def test_first_start_on_a_read_only_card_comes_online_degraded(tmp_path, district, small_fs, python_exe, broker,
+                                                              district_ws):
+    """Nothing on the card yet and it is read-only: no state directory can even be created. The node
+    still starts (exit 78 is for configuration only), reports every store degraded, and heals."""
+    sim, content, watcher = district
+    small_fs.read_only()
+    cfg = node_config(tmp_path, district_ws, broker, small_fs.path / "state")
+    node = start(cfg, python_exe)
+    try:
+        status = watcher.online()
+        assert set(status["storage"]) == {"state", "outbox", "cache"} and "storage_fault" in status["alarms"]
+        small_fs.read_write()
+        watcher.wait(lambda: watcher.storage_now() == [])
+        assert node.terminate() == 0
+        assert quick_check(small_fs.path / "state" / "state.db") == "ok"
+    finally:
+        node.close()
+
+
+def test_an_os_error_at_start_exits_75_which_the_unit_restarts_never_78(tmp_path, monkeypatch, capsys):
+    from node import daemon, wiring
+
+    def unwritable_runtime_dir(cfg):
+        raise PermissionError(13, "Permission denied", "/run/speaker-node/daemon.lock")
+
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[node]\nid = "27787-01"\n[broker]\nservers = ["127.0.0.1:8883"]\n'
+                   f'[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    monkeypatch.setattr(wiring, "build_app", unwritable_runtime_dir)
+    assert daemon.main(["--config", str(cfg)]) == 75
+    assert "cannot start yet" in capsys.readouterr().err
+
+
 def test_garbage_state_db_at_start_still_plays_the_stored_schedule(tmp_path, district, python_exe, broker,
                                                                   district_ws):
     """state.db and cache.db replaced by random bytes while the node was off: both are moved aside and
