@@ -107,6 +107,7 @@ class SimulatedOutboxNode:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=node, protocol=mqtt.MQTTv5)
         c.tls_set_context(ctx)
         c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(f"spk/node/{node}/ack", 1), events.put(("up", self)))
+        c.on_disconnect = lambda cl, u, f, rc, p: events.put(("down", self))
         c.on_publish = lambda cl, u, mid, rc, p: events.put(("puback", self, mid, not rc.is_failure))
         c.on_message = lambda cl, u, msg: events.put(("ack", self, bytes(msg.payload)))
         self.client = c
@@ -130,58 +131,97 @@ class SimulatedOutboxNode:
 RESEND_AFTER, RESEND_MAX = 2.0, 8.0  # the node defaults are 60 s / 1 h: scaled down so the run takes a minute
 
 
-def backlog_run(tmp: Path, n_nodes: int, per_node: int) -> dict:
+NODES_PER_WORKER = 60  # paho waits in select(): one process must stay below 1024 file descriptors
+
+
+def drive(sims: list[SimulatedOutboxNode], events, trust, deadline: float) -> tuple[int, int]:
+    """The nodes' loop for a slice of nodes: PUBACKs, acknowledgements, pumping (re-sends fall due)."""
     import queue
-    import subprocess
 
     from node.trust.ack import verify_ack
 
+    reconnects = -len(sims)  # the first CONNACK of each is not a reconnect
+    remaining = {sim.node: sim for sim in sims}
+    last_pump = 0.0
+    while remaining and time.monotonic() < deadline:
+        try:
+            while True:
+                ev = events.get(timeout=0.02)
+                sim = ev[1]
+                if ev[0] == "up":  # every CONNACK, as the node does: re-queue what was in flight
+                    sim.pump.on_connect()
+                    reconnects += 1
+                elif ev[0] == "down":
+                    sim.pump.on_disconnect()
+                elif ev[0] == "puback":
+                    sim.pump.on_puback(ev[2], ev[3])
+                elif ev[0] == "ack":
+                    sim.pump.on_district_ack(verify_ack(ev[2], trust, sim.node))
+                    if sim.outbox.count() == 0:
+                        remaining.pop(sim.node, None)
+                if events.empty():
+                    break
+        except queue.Empty:
+            pass
+        if time.monotonic() - last_pump > 0.05:
+            last_pump = time.monotonic()
+            for sim in list(remaining.values()):
+                sim.pump.flush()
+                sim.pump.pump()
+    return reconnects, len(remaining)
+
+
+def node_worker(nodes, ws, host, port, tmp, per_node, ready, go, results, deadline_s):
+    import queue
+
+    broker = type("B", (), {"host": host, "port": port})()
+    events: queue.Queue = queue.Queue()
+    sims = [SimulatedOutboxNode(node, ws, broker, tmp, events, per_node) for node in nodes]
+    ready.put(len(sims))
+    go.wait()
+    reconnects, unfinished = drive(sims, events, Workspace.load(ws).trust, time.monotonic() + deadline_s)
+    results.put({"published": sum(s.published for s in sims), "reconnects": reconnects, "unfinished": unfinished,
+                 "refused": sum(s.pump.refused for s in sims)})
+    for sim in sims:
+        sim.close()
+
+
+def backlog_run(tmp: Path, n_nodes: int, per_node: int) -> dict:
+    import multiprocessing
+    import subprocess
+
     ws = tmp / "district"
     init_workspace(ws, district="bench")
-    trust = Workspace.load(ws).trust
     nodes = [f"{27000 + i}-01" for i in range(n_nodes)]
     broker = LocalBroker(ws, tmp / "broker", nodes={n: [f"c{n[:5]}"] for n in nodes}).start()
-    events: queue.Queue = queue.Queue()
-    sims: list[SimulatedOutboxNode] = []
+    ctx = multiprocessing.get_context("fork")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    deadline_s = float(os.environ.get("BENCH_RECORDS_DEADLINE", "900"))
+    workers = []
     proc = None
     try:
-        for node in nodes:  # the backlog: every record committed in a node's outbox, nobody stored it yet
-            sims.append(SimulatedOutboxNode(node, ws, broker, tmp, events, per_node))
+        for i in range(0, n_nodes, NODES_PER_WORKER):  # the backlog: committed in each node's outbox
+            w = ctx.Process(target=node_worker, args=(nodes[i:i + NODES_PER_WORKER], ws, broker.host, broker.port,
+                                                       tmp, per_node, ready, go, results, deadline_s))
+            w.start()
+            workers.append(w)
+        for _ in workers:
+            ready.get(timeout=300)
         db = str(tmp / "records.db")
         proc = subprocess.Popen([sys.executable, "-c", COLLECTOR_PROCESS, str(ws), db, broker.address],
                                 stdout=subprocess.PIPE, text=True, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert proc.stdout.readline().strip() == "ready"
-        rss_idle = proc_status_kb(proc.pid, "VmRSS")
+        rss_idle = rss_peak = proc_status_kb(proc.pid, "VmRSS")
         total = n_nodes * per_node
         start = time.perf_counter()
-        rss_peak = rss_idle
-        for sim in sims:
-            sim.pump.on_connect()
-        remaining = {sim.node: sim for sim in sims}
-        deadline = time.monotonic() + 900
-        last_pump = 0.0
-        while remaining and time.monotonic() < deadline:
+        go.set()
+        parts = []
+        while len(parts) < len(workers):
             try:
-                while True:
-                    ev = events.get(timeout=0.02)
-                    sim = ev[1]
-                    if ev[0] == "puback":
-                        sim.pump.on_puback(ev[2], ev[3])
-                    elif ev[0] == "ack":
-                        sim.pump.on_district_ack(verify_ack(ev[2], trust, sim.node))
-                        if sim.outbox.count() == 0:
-                            remaining.pop(sim.node, None)
-                    if events.empty():
-                        break
-            except queue.Empty:
-                pass
-            if time.monotonic() - last_pump > 0.05:
-                last_pump = time.monotonic()
+                parts.append(results.get(timeout=0.1))
+            except Exception:  # noqa: BLE001 - queue.Empty: sample memory meanwhile
                 rss_peak = max(rss_peak, proc_status_kb(proc.pid, "VmRSS"))
-                for sim in list(remaining.values()):
-                    sim.pump.flush()
-                    sim.pump.pump()
         elapsed = time.perf_counter() - start
         hwm = proc_status_kb(proc.pid, "VmHWM")
         proc.terminate()
@@ -192,16 +232,19 @@ def backlog_run(tmp: Path, n_nodes: int, per_node: int) -> dict:
         distinct = store.query("SELECT count(DISTINCT id) FROM records")[0][0]
         store.close()
         return {"total": total, "stored": stored, "distinct": distinct, "seconds": elapsed, "rate": stored / elapsed,
-                "published": sum(s.published for s in sims), "duplicates": stats["duplicates"],
+                "published": sum(p["published"] for p in parts), "duplicates": stats["duplicates"],
                 "acks": stats["acks"], "rss_idle_mb": rss_idle / 1024, "rss_peak_mb": max(rss_peak, hwm) / 1024,
-                "dropped_by_broker": "Outgoing messages are being dropped" in broker.log_tail(2000),
-                "unfinished": len(remaining)}
+                "dropped_by_broker": "Outgoing messages are being dropped" in broker.log_tail(5000),
+                "unfinished": sum(p["unfinished"] for p in parts), "reconnects": sum(p["reconnects"] for p in parts),
+                "refused": sum(p["refused"] for p in parts), "stuck_inflight": 0}
     finally:
         if proc:
             proc.kill()
             proc.wait(10)
-        for sim in sims:
-            sim.close()
+        for w in workers:
+            w.join(30)
+            if w.is_alive():
+                w.kill()
         broker.stop()
 
 
@@ -241,8 +284,12 @@ def main(argv: list[str]) -> int:
           f"peak {backlog['rss_peak_mb']:.1f} MiB | 1 |")
     print(f"\n{backlog['published']} publishes for {backlog['total']} records (re-sends: the broker dropped the "
           f"collector queue's overflow: {backlog['dropped_by_broker']}); {backlog['duplicates']} duplicates "
-          f"de-duplicated; {backlog['acks']} signed acknowledgements; re-send {RESEND_AFTER:g}-{RESEND_MAX:g} s; "
+          f"de-duplicated; {backlog['acks']} signed acknowledgements; {backlog['reconnects']} node reconnects; "
+          f"re-send {RESEND_AFTER:g}-{RESEND_MAX:g} s; "
           f"{machine_line()}")
+    if backlog["unfinished"]:
+        print(f"UNFINISHED: {backlog['unfinished']} nodes; PUBACKs refused {backlog['refused']}, "
+              f"still in flight {backlog['stuck_inflight']}")
     return 0 if backlog["stored"] == backlog["distinct"] == backlog["total"] and not backlog["unfinished"] else 1
 
 
