@@ -31,6 +31,10 @@ def test_demo_once_succeeds_and_leaves_nothing_running(tmp_path, python_exe):
                  "door-open alarm cleared"):
         assert step in out, step
     assert list((tmp_path / "demo" / "nodes" / "27787-01" / "state" / "wav").glob("*.wav"))
+    report = out.split("Proof of play, ", 1)[1]  # the month's report from the collector's database
+    works, not_heard = report.split("Not heard")
+    assert "bulletin-tiem-chung" in works and "bao-so-3" in works
+    assert "27787-01" in not_heard and "27787-02" in not_heard
     assert set(_children_of(os.getpid())) == before
     for proc in os.listdir("/proc"):      # no mosquitto or node process from the demo directory
         if proc.isdigit():

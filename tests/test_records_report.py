@@ -122,3 +122,8 @@ def test_bad_month_is_a_usage_error(ws_with_records, capsys):
 def test_render_of_an_empty_report_says_nothing_was_found():
     text = render(build_report([], {}, [], month="2026-11", days=30), lang="vi")
     assert "(không có)" in text
+
+
+def test_a_node_is_not_silent_before_its_first_message():
+    report = build_report([], {"27790-01": {10}}, ["27790-01"], month="2026-11", days=30, first_day={"27790-01": 10})
+    assert report.not_heard[0]["silent_days"] == list(range(12, 31))

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from provisioning.district.content_server import ContentServer
@@ -137,6 +138,8 @@ class DistrictInABox:
         self.nodes: dict[str, SimulatedNode] = {}
         self.broker: LocalBroker | None = None
         self.content: ContentServer | None = None
+        self.collector = None  # provisioning.district.collector.CollectorDuty
+        self.records_db = self.dir / "records.db"
 
     def create(self) -> None:
         init_workspace(self.workspace, district=self.district, force=True)
@@ -161,6 +164,15 @@ class DistrictInABox:
                                                        **node.toml_kw))
         return self.broker
 
+    def start_collector(self):
+        """The district's record collector (a `speaker-district serve` duty): stores what the nodes report
+        in records.db and acknowledges it, so the nodes' outboxes empty."""
+        from provisioning.district.collector import CollectorDuty
+
+        self.collector = CollectorDuty(self.workspace, db=str(self.records_db), brokers=[self.broker.address])
+        self.collector.start()
+        return self.collector
+
     def start_content_server(self) -> ContentServer:
         self.content = ContentServer(self.workspace, self.dir / "content").start()
         return self.content
@@ -171,6 +183,10 @@ class DistrictInABox:
 
     def stop(self) -> dict[str, int | None]:
         codes = {node_id: node.terminate() for node_id, node in self.nodes.items()}
+        if self.collector:  # after the nodes: their last events ("stopping") are stored too
+            time.sleep(0.5)
+            self.collector.stop()
+            self.collector = None
         if self.content:
             self.content.stop()
             self.content = None

@@ -299,6 +299,8 @@ def main(argv: list[str]) -> int:
             print(f"  provisioned node {node.node_id} (groups {', '.join(node.groups)})")
         broker = box.start_broker()
         print(f"  Mosquitto (mutual TLS, per-node ACL) on {broker.address}")
+        box.start_collector()
+        print(f"  record collector (persistent session, signed acknowledgements) into {box.records_db}")
         content = box.start_content_server()
         print(f"  content server (HTTPS, client certificates) on {content.host}:{content.port}")
         timeline = Timeline(box.workspace, broker.address)
@@ -337,7 +339,12 @@ def main(argv: list[str]) -> int:
     for node in box.nodes.values():
         wavs = sorted(node.wav_dir.glob("*.wav"))
         print(f"  {node.node_id}: {len(wavs)} output WAV files in {node.wav_dir}")
-        print(f"  {node.node_id}: play records and events in {node.state_dir / 'outbox.db'} "
-              f"(delivered ones are on the broker topic spk/node/{node.node_id}/events); log {node.log_path}")
+        print(f"  {node.node_id}: log {node.log_path}; records not yet acknowledged by the district stay in "
+              f"{node.state_dir / 'outbox.db'}")
+    if box.records_db.exists():
+        from provisioning.district.reports import print_month_report
+
+        print(f"\nthe district's database {box.records_db} (speaker-district report DIR --month ...):")
+        print_month_report(str(box.records_db), box.workspace)
     print(f"\ndemo {'succeeded' if ok else 'FAILED'}: {passed} checks passed, {failed} failed; files in {directory}")
     return 0 if ok else 1

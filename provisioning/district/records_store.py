@@ -284,6 +284,15 @@ class RecordStore:
                 days.setdefault(node, set()).add(int((ts - since) // 86400))
         return days
 
+    def first_seen(self) -> dict[str, float]:
+        """{node: earliest ts of anything it ever sent}: a node is not silent before it existed."""
+        first: dict[str, float] = {}
+        for sql in ("SELECT node, min(ts) FROM status_history GROUP BY node",
+                    "SELECT node, min(ts) FROM records GROUP BY node"):
+            for node, ts in self.query(sql):
+                first[node] = min(first.get(node, ts), ts)
+        return first
+
     def known_nodes(self) -> list[str]:
         rows = self.query("SELECT DISTINCT node FROM records UNION SELECT DISTINCT node FROM status_history")
         return sorted(r[0] for r in rows)

@@ -87,10 +87,13 @@ class Report:
 
 
 def build_report(records: list[dict], active_days: dict[str, set[int]], nodes: list[str], *, month: str,
-                 days: int, by: str = "content", elapsed_days: int | None = None) -> Report:
+                 days: int, by: str = "content", elapsed_days: int | None = None,
+                 first_day: dict[str, int] | None = None) -> Report:
     """records: stored rows of the month; active_days: {node: {day index}} with any message;
     nodes: every node the district knows; elapsed_days: days of the month already past (a report for
-    the running month does not call today's silence a silent day)."""
+    the running month does not call today's silence a silent day); first_day: {node: day index of the
+    first message it ever sent} (negative: before this month) - a node is not silent before it existed.
+    A node the registry knows that never sent anything is silent every day."""
     groups: dict[tuple, dict] = {}
     heard_by = {"content": lambda r: (), "commune": lambda r: (commune_of(r["node"]),), "node": lambda r: (r["node"],)}
     not_heard = {n: {"node": n, "commune": commune_of(n), "skipped": 0, "failed": 0, "missing": 0}
@@ -134,7 +137,8 @@ def build_report(records: list[dict], active_days: dict[str, set[int]], nodes: l
     rows = []
     for node in sorted(not_heard):
         row = not_heard[node]
-        silent = [d + 1 for d in range(limit) if d not in active_days.get(node, set())]
+        since = max(0, (first_day or {}).get(node, 0))
+        silent = [d + 1 for d in range(since, limit) if d not in active_days.get(node, set())]
         row["silent_days"] = silent
         rows.append(row)
     return Report(month, by, works, rows)
@@ -197,8 +201,9 @@ def month_report(store: RecordStore, workspace: Path, month: str, *, by: str = "
     nodes = sorted(set(store.known_nodes()) | set(registry_nodes(workspace)))
     now = dt.datetime.now().timestamp() if now is None else now
     elapsed = None if now >= end else int((now - start) // 86400)
+    first_day = {node: int((ts - start) // 86400) for node, ts in store.first_seen().items()}
     return build_report(records, store.status_days(start, end), nodes, month=month, days=days, by=by,
-                        elapsed_days=elapsed)
+                        elapsed_days=elapsed, first_day=first_day)
 
 
 # --- command lines --------------------------------------------------------------------------------
