@@ -441,3 +441,27 @@ def test_revoke_refuses_an_unknown_identity_and_reissue_without_identity(revocab
     with pytest.raises(certs.ConfigError, match="identity must be one of district, monitor"):
         certs.revoke_identity(ws, "27787-01")
     assert not (ws / "tls" / "old").exists()  # nothing was revoked or moved
+
+
+def test_half_written_crl_does_not_cut_the_district_off(revocable):
+    """An operator copying the CRL with a plain cp: while the file is half written, nobody is cut off;
+    once a complete CRL is in place, the revoked card is."""
+    ws, broker = revocable
+    a = Session(broker, node_tls(ws, "27787-01"), "27787-01", ["spk/node/27787-01/cmd"]).connect()
+    b = Session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    crl = ws / "tls" / "crl.pem"
+    try:
+        text = crl.read_bytes()
+        with open(crl, "wb") as half:  # not atomic, on purpose
+            half.write(text[: len(text) // 2])
+        wait_until(lambda: "not a complete PEM CRL yet" in broker.log_tail(20), timeout=10)
+        time.sleep(1.5)
+        assert a.disconnects == 0 and b.disconnects == 0
+        assert attempt(broker, node_tls(ws, "27787-02"), "27787-02:selftest") == 0
+        assert certs.main_revoke([str(ws), "--node", "27787-01"]) == 0  # a complete CRL again
+        wait_until(lambda: a.disconnects >= 1, timeout=10)
+        publish_all(broker, ws, "spk/node/27787-02/cmd", [b"still here"])
+        assert b.drain(1) == [b"still here"] and b.disconnects == 0
+    finally:
+        a.close()
+        b.close()

@@ -44,27 +44,32 @@ static void printable(const char *in, char *out, size_t size)
 	out[i] = '\0';
 }
 
+static X509_CRL *read_crl(void)
+{
+	FILE *fp = fopen(crl_path, "r");
+	X509_CRL *fresh = fp ? PEM_read_X509_CRL(fp, NULL, NULL, NULL) : NULL;
+	if(fp) fclose(fp);
+	return fresh;
+}
+
+/* Without any CRL every client is refused (fail closed at start). A CRL file that no longer reads (being
+ * copied over, say) keeps the last good one: closing every connection over a half-written file would
+ * silence the whole district. */
 static int load_crl(void)
 {
-	FILE *fp;
 	X509_CRL *fresh;
 
 	if(stat(crl_path, &crl_stat) != 0){
 		memset(&crl_stat, 0, sizeof(crl_stat));
-		mosquitto_log_printf(MOSQ_LOG_ERR, "speaker_fence: cannot read CRL %s; refusing every client", crl_path);
-		X509_CRL_free(crl);
-		crl = NULL;
+	}
+	fresh = read_crl();
+	if(!fresh){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "speaker_fence: cannot read a PEM CRL from %s; %s", crl_path,
+				crl ? "keeping the one loaded before" : "refusing every client");
 		return MOSQ_ERR_UNKNOWN;
 	}
-	fp = fopen(crl_path, "r");
-	fresh = fp ? PEM_read_X509_CRL(fp, NULL, NULL, NULL) : NULL;
-	if(fp) fclose(fp);
 	X509_CRL_free(crl);
 	crl = fresh;
-	if(!crl){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "speaker_fence: %s is not a PEM CRL; refusing every client", crl_path);
-		return MOSQ_ERR_UNKNOWN;
-	}
 	mosquitto_log_printf(MOSQ_LOG_NOTICE, "speaker_fence: CRL %s loaded", crl_path);
 	return MOSQ_ERR_SUCCESS;
 }
@@ -161,11 +166,19 @@ static int on_tick(int event, void *event_data, void *userdata)
 	if(now < next_poll) return MOSQ_ERR_SUCCESS;
 	next_poll = now + CRL_POLL_SECONDS;
 	if(crl_changed()){
+		X509_CRL *complete;
+		memset(&crl_stat, 0, sizeof(crl_stat));
+		stat(crl_path, &crl_stat);
+		complete = read_crl();
+		if(!complete){
+			/* Still being written (a plain cp): wait for the next change. */
+			mosquitto_log_printf(MOSQ_LOG_WARNING, "speaker_fence: %s changed but is not a complete PEM CRL yet", crl_path);
+			return MOSQ_ERR_SUCCESS;
+		}
+		X509_CRL_free(complete);
 		/* Reload the whole broker: the listener picks up the CRL for new connections and every open
 		 * connection is checked again by on_basic_auth (revoked ones are closed). */
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "speaker_fence: %s changed, reloading", crl_path);
-		memset(&crl_stat, 0, sizeof(crl_stat));
-		stat(crl_path, &crl_stat);
 		raise(SIGHUP);
 	}
 	return MOSQ_ERR_SUCCESS;
