@@ -129,6 +129,20 @@ class Watcher:
                     value = obj["storage"]
         return value
 
+    def assert_schemas(self) -> int:
+        """Every status, delta and event the node sent matches its schema (node/schemas)."""
+        from node.schemas import errors, schema_for
+
+        checked = 0
+        for topic, payload, _ in list(self.probe.seen):
+            if f"/{NODE}/" in topic:
+                obj = json.loads(payload)
+                kind = topic.rsplit("/", 1)[-1]
+                name = {"status": "status", "delta": "delta"}.get(kind) or schema_for(obj)
+                assert errors(name, obj) == [], (topic, obj)
+                checked += 1
+        return checked
+
     def wait(self, predicate, timeout: float = 30):
         return wait_until(predicate, timeout=timeout, interval=0.1)
 

@@ -102,6 +102,7 @@ def _degraded_run(tmp_path, district, small_fs, python_exe, broker, district_ws,
         watcher.wait(lambda: watcher.rejections(command["id"]) == ["replayed"])
         assert len({r["id"] for r in watcher.records(content_id="trong-khi")}) == 1   # re-sends share an id
         assert node.terminate() == 0
+        assert watcher.assert_schemas() > 10
     finally:
         node.close()
     return watcher
@@ -191,6 +192,7 @@ def test_garbage_state_db_at_start_still_plays_the_stored_schedule(tmp_path, dis
         assert watcher.events("state_reset")[0]["data"]["reason"] == "state_corrupt"
         assert list(state.glob("state.db.corrupt-*")) and list(state.glob("cache.db.corrupt-*"))
         assert node.terminate() == 0
+        assert watcher.assert_schemas() > 10
     finally:
         node.close()
 
