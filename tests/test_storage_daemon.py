@@ -251,6 +251,7 @@ def _cycles() -> list[tuple[str, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120 + 60 * len(_cycles()))   # a cycle is 3-15 s; the suite's 300 s cap is for one test
 def test_kill_9_at_every_state_write_loses_no_command_and_replays_none(tmp_path, district, python_exe, broker,
                                                                       district_ws):
     """For each (kind, N): the daemon kills itself right before its N-th write of that kind while a play
