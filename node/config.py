@@ -2,6 +2,13 @@
 
 `speaker-node check-config FILE` prints the problems; the daemon exits 78 (EX_CONFIG) on any of them.
 Each problem names the key ("broker.keepalive") and, for unknown keys, the nearest known one.
+
+SCHEMA is the one source: each key's converter, default and type. Every section becomes a frozen
+dataclass generated from it (cfg.broker is a BrokerSection; cfg.relays.amplifier a PinSpec or None),
+so nothing can change a setting behind the schema's back. The only change after start-up is a signed
+remote setting, already validated by the same schema, through Config.apply_validated
+(node/service/settings.py). node/data/node.example.toml documents every key with its default
+(tests/test_config_schema.py checks it against SCHEMA).
 """
 
 from __future__ import annotations
@@ -11,10 +18,9 @@ import difflib
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from node.errors import EX_CONFIG, ConfigError
 
@@ -30,6 +36,16 @@ class Invalid(ValueError):
     """Raised by a field converter; the message says what was expected."""
 
 
+def _returns(kind):
+    """Tag a converter with the type of what it returns (the generated dataclasses' field types)."""
+    def tag(convert):
+        convert.type = kind
+        return convert
+
+    return tag
+
+
+@_returns(float)
 def parse_duration(value: Any) -> float:
     """Seconds from 90, 1.5, "90s", "30m", "2h", "7d", "250ms"."""
     if isinstance(value, bool):
@@ -48,13 +64,14 @@ def parse_duration(value: Any) -> float:
 # --- field converters -------------------------------------------------------------------------
 
 
-def _typed(kind: type | tuple, name: str) -> Callable[[Any], Any]:
+def _typed(kind: type, name: str) -> Callable[[Any], Any]:
+    @_returns(kind)
     def convert(value):
         if isinstance(value, bool) and kind is not bool:
             raise Invalid(f"expected {name}, got a boolean")
         if not isinstance(value, kind):
             raise Invalid(f"expected {name}, got {type(value).__name__} {value!r}")
-        return float(value) if kind == (int, float) else value
+        return value
 
     return convert
 
@@ -62,10 +79,10 @@ def _typed(kind: type | tuple, name: str) -> Callable[[Any], Any]:
 STR = _typed(str, "a string")
 BOOL = _typed(bool, "true or false")
 INT = _typed(int, "an integer")
-NUMBER = _typed((int, float), "a number")
 
 
 def ranged(convert, low=None, high=None):
+    @_returns(convert.type)
     def check(value):
         value = convert(value)
         if (low is not None and value < low) or (high is not None and value > high):
@@ -76,6 +93,7 @@ def ranged(convert, low=None, high=None):
 
 
 def matching(regex: re.Pattern, example: str):
+    @_returns(str)
     def check(value):
         value = STR(value)
         if not regex.match(value):
@@ -86,6 +104,7 @@ def matching(regex: re.Pattern, example: str):
 
 
 def list_of(convert, min_len=0):
+    @_returns(list[convert.type])
     def check(value):
         if not isinstance(value, list):
             raise Invalid(f"expected a list, got {type(value).__name__}")
@@ -104,8 +123,18 @@ def list_of(convert, min_len=0):
     return check
 
 
-def pin_spec(value):
-    """{pin = 17, active_high = true} -> SimpleNamespace(pin, active_high, name)."""
+@dataclass(frozen=True)
+class PinSpec:
+    """A GPIO line: BCM pin number, which level means "on", and a name (zones)."""
+
+    pin: int
+    active_high: bool = True
+    name: str | None = None
+
+
+@_returns(PinSpec)
+def pin_spec(value) -> PinSpec:
+    """{pin = 17, active_high = true} -> PinSpec(pin, active_high, name)."""
     if not isinstance(value, dict):
         raise Invalid("expected a table like { pin = 17, active_high = true }")
     unknown = set(value) - {"pin", "active_high", "name"}
@@ -115,10 +144,11 @@ def pin_spec(value):
         raise Invalid("missing 'pin'")
     pin = ranged(INT, 0, 53)(value["pin"])
     active_high = BOOL(value.get("active_high", True))
-    return SimpleNamespace(pin=pin, active_high=active_high, name=value.get("name"))
+    return PinSpec(pin=pin, active_high=active_high, name=value.get("name"))
 
 
-def zone_spec(value):
+@_returns(PinSpec)
+def zone_spec(value) -> PinSpec:
     spec = pin_spec(value)
     if not spec.name or not isinstance(spec.name, str):
         raise Invalid("each zone needs a 'name'")
@@ -126,6 +156,7 @@ def zone_spec(value):
 
 
 def optional(convert):
+    @_returns(Optional[convert.type])
     def check(value):
         return None if value in ("", None) else convert(value)
 
@@ -142,6 +173,10 @@ class F:
     convert: Callable[[Any], Any]
     default: Any = REQUIRED
     doc: str = ""
+
+    @property
+    def type(self):
+        return getattr(self.convert, "type", Any)
 
 
 SCHEMA: dict[str, dict[str, F]] = {
@@ -173,10 +208,11 @@ SCHEMA: dict[str, dict[str, F]] = {
     },
     "storage": {
         "state_dir": F(STR, "/var/lib/speaker-node"),
-        "cache_dir": F(STR, ""),  # default: <state_dir>/cache
-        # tmpfs: daemon lock and latest status for selftest (default /run/speaker-node; <state_dir>/run
-        # when simulating, so several simulated nodes can share one machine)
-        "runtime_dir": F(STR, ""),
+        "cache_dir": F(STR, "", "audio cache; empty: <state_dir>/cache"),
+        # tmpfs: the daemon lock and the latest status for selftest; simulated nodes get their own, so
+        # several can share one machine
+        "runtime_dir": F(STR, "", "daemon lock and status (tmpfs); empty: /run/speaker-node, or "
+                                  "<state_dir>/run when simulating"),
         "cache_quota_mb": F(ranged(INT, 16, 1 << 20), 2048),
         # how often a degraded store (full, read-only or failing medium) is tried again (docs/storage.md)
         "fault_retry": F(ranged(parse_duration, 1, 3600), 30.0),
@@ -184,7 +220,7 @@ SCHEMA: dict[str, dict[str, F]] = {
     "audio": {
         "output": F(matching(re.compile(r"^(alsa|wav)$"), "alsa"), "alsa"),
         "device": F(STR, "default"),
-        "wav_dir": F(STR, ""),  # default when output = "wav": <state_dir>/wav
+        "wav_dir": F(STR, "", "where output = \"wav\" writes what would play; empty: <state_dir>/wav"),
         "default_volume": F(ranged(INT, 0, 100), 80),
         "max_audio_mb": F(ranged(INT, 1, 4096), 200),
         "max_duration": F(ranged(parse_duration, 1, 86400), 7200.0),
@@ -239,11 +275,23 @@ SCHEMA: dict[str, dict[str, F]] = {
 }
 
 
+def _section_class(section: str, fields: dict[str, F]) -> type:
+    name = "".join(part.title() for part in section.split("_")) + "Section"
+    cls = make_dataclass(name, [(key, spec.type) for key, spec in fields.items()], frozen=True,
+                         namespace={"__doc__": f"[{section}] of node.toml (generated from config.SCHEMA)"})
+    cls.__module__ = __name__
+    return cls
+
+
+# One frozen dataclass per section, generated from SCHEMA (a key added there is a field here).
+SECTION_CLASSES: dict[str, type] = {section: _section_class(section, fields) for section, fields in SCHEMA.items()}
+
+
 @dataclass
 class Config:
     """Attribute access by section: cfg.broker.servers. `source` is the file it came from."""
 
-    sections: dict[str, SimpleNamespace]
+    sections: dict[str, Any]
     source: str = ""
     raw: dict = field(default_factory=dict)
 
@@ -257,6 +305,21 @@ class Config:
     def all_groups(self) -> list[str]:
         return sorted(set(self.node.groups) | {"all"})
 
+    def with_values(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some values replaced, e.g. with_values(audio={"output": "wav"}) (already valid
+        values only: the self-test forcing WAV output on a simulated node)."""
+        changed = dict(self.sections)
+        for section, values in sections.items():
+            changed[section] = replace(changed[section], **values)
+        return Config(sections=changed, source=self.source, raw=self.raw)
+
+    def apply_validated(self, key: str, value: Any) -> None:
+        """The one change after start-up: a signed remote setting ("relays.warmup") whose value the
+        schema has already checked (node/service/settings.py). Sections stay immutable; this config
+        (shared by the running services) gets the new section."""
+        section, name = key.split(".", 1)
+        self.sections[section] = replace(self.sections[section], **{name: value})
+
 
 def _near(name: str, known) -> str:
     match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
@@ -265,7 +328,7 @@ def _near(name: str, known) -> str:
 
 def validate(data: dict, source: str = "") -> Config:
     problems: list[str] = []
-    sections: dict[str, SimpleNamespace] = {}
+    values_by_section: dict[str, dict[str, Any]] = {}
     for name in data:
         if name not in SCHEMA:
             problems.append(f"[{name}]: unknown section{_near(name, SCHEMA)}")
@@ -288,51 +351,52 @@ def validate(data: dict, source: str = "") -> Config:
                 problems.append(f"{section}.{key}: required but missing")
             else:
                 values[key] = list(spec.default) if isinstance(spec.default, list) else spec.default
-        sections[section] = SimpleNamespace(**values)
+        values_by_section[section] = values
 
     if not problems:
-        problems += _cross_checks(sections)
+        problems += _cross_checks(values_by_section)
     if problems:
         raise ConfigError(problems)
-    _resolve_paths(sections, Path(source).resolve().parent if source else None)
-    _fill_derived(sections)
-    if sections["node"].simulate:
-        _simulated_defaults(sections)
+    _resolve_paths(values_by_section, Path(source).resolve().parent if source else None)
+    _fill_derived(values_by_section)
+    if values_by_section["node"]["simulate"]:
+        _simulated_defaults(values_by_section)
+    sections = {section: SECTION_CLASSES[section](**values) for section, values in values_by_section.items()}
     return Config(sections=sections, source=source, raw=data)
 
 
-def _simulated_defaults(s: dict[str, SimpleNamespace]) -> None:
+def _simulated_defaults(s: dict[str, dict]) -> None:
     """Simulation swaps what cannot exist on a laptop: the sound card becomes WAV files in
     audio.wav_dir (GPIO pins become gpiozero's MockFactory in the wiring; modem.port = "sim" selects
     the pty modem simulator)."""
-    s["audio"].output = "wav"
-    s["update"].install = "inline"     # no speaker-update.service on a laptop: the daemon owns its tree
-    s["update"].restart = "exec"
+    s["audio"]["output"] = "wav"
+    s["update"]["install"] = "inline"  # no speaker-update.service on a laptop: the daemon owns its tree
+    s["update"]["restart"] = "exec"
 
 
-def _cross_checks(s: dict[str, SimpleNamespace]) -> list[str]:
+def _cross_checks(s: dict[str, dict]) -> list[str]:
     problems = []
-    if s["broker"].reconnect_min > s["broker"].reconnect_max:
+    if s["broker"]["reconnect_min"] > s["broker"]["reconnect_max"]:
         problems.append("broker.reconnect_min: must not exceed broker.reconnect_max")
     pins: dict[int, str] = {}
-    named = [("relays.amplifier", s["relays"].amplifier), ("modem.power_cycle", s["modem"].power_cycle)]
-    named += [(f"relays.zones[{z.name}]", z) for z in s["relays"].zones]
-    named += [(f"inputs.{k}", getattr(s["inputs"], k)) for k in ("door", "mains", "amp_fault", "relay_feedback")]
+    named = [("relays.amplifier", s["relays"]["amplifier"]), ("modem.power_cycle", s["modem"]["power_cycle"])]
+    named += [(f"relays.zones[{z.name}]", z) for z in s["relays"]["zones"]]
+    named += [(f"inputs.{k}", s["inputs"][k]) for k in ("door", "mains", "amp_fault", "relay_feedback")]
     for where, spec in named:
         if spec is None:
             continue
         if spec.pin in pins:
             problems.append(f"{where}: GPIO {spec.pin} is already used by {pins[spec.pin]}")
         pins[spec.pin] = where
-    zone_names = [z.name for z in s["relays"].zones]
+    zone_names = [z.name for z in s["relays"]["zones"]]
     if len(zone_names) != len(set(zone_names)):
         problems.append("relays.zones: zone names must be unique")
     try:
         import zoneinfo
 
-        zoneinfo.ZoneInfo(s["node"].timezone)
+        zoneinfo.ZoneInfo(s["node"]["timezone"])
     except Exception:
-        problems.append(f"node.timezone: unknown time zone {s['node'].timezone!r}")
+        problems.append(f"node.timezone: unknown time zone {s['node']['timezone']!r}")
     return problems
 
 
@@ -343,23 +407,23 @@ PATH_KEYS = (("broker", "ca_file"), ("broker", "cert_file"), ("broker", "key_fil
              ("audio", "wav_dir"))
 
 
-def _resolve_paths(s: dict[str, SimpleNamespace], base: Path | None) -> None:
+def _resolve_paths(s: dict[str, dict], base: Path | None) -> None:
     if base is None:
         return
     for section, key in PATH_KEYS:
-        value = getattr(s[section], key)
+        value = s[section][key]
         if value and not Path(value).is_absolute():
-            setattr(s[section], key, str(base / value))
+            s[section][key] = str(base / value)
 
 
-def _fill_derived(s: dict[str, SimpleNamespace]) -> None:
-    state = Path(s["storage"].state_dir)
-    if not s["storage"].runtime_dir:
-        s["storage"].runtime_dir = str(state / "run") if s["node"].simulate else "/run/speaker-node"
-    if not s["storage"].cache_dir:
-        s["storage"].cache_dir = str(state / "cache")
-    if not s["audio"].wav_dir:
-        s["audio"].wav_dir = str(state / "wav")
+def _fill_derived(s: dict[str, dict]) -> None:
+    state = Path(s["storage"]["state_dir"])
+    if not s["storage"]["runtime_dir"]:
+        s["storage"]["runtime_dir"] = str(state / "run") if s["node"]["simulate"] else "/run/speaker-node"
+    if not s["storage"]["cache_dir"]:
+        s["storage"]["cache_dir"] = str(state / "cache")
+    if not s["audio"]["wav_dir"]:
+        s["audio"]["wav_dir"] = str(state / "wav")
 
 
 def load_config(path: str | Path) -> Config:

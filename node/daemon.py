@@ -61,7 +61,6 @@ def main(argv: list[str]) -> int:
         print(report(exc, args.config), file=sys.stderr)
         return EX_CONFIG
     if args.simulate and not cfg.node.simulate:
-        cfg.node.simulate = True
         cfg = load_config_simulated(args.config)
 
     from node.wiring import build_app  # imported after the config check: a bad config exits fast

@@ -440,7 +440,7 @@ def main(argv: list[str]) -> int:
         if args.simulate or cfg.node.simulate:
             pin_factory = simulated_pin_factory(cfg)
             stack.callback(pin_factory.reset)
-            cfg.audio.output = "wav"
+            cfg = cfg.with_values(audio={"output": "wav"})
             if cfg.modem.enabled and cfg.modem.port == "sim" and not daemon_running(cfg.storage.runtime_dir):
                 modem_port = stack.enter_context(simulated_modem())
         results = run_checks(

@@ -72,7 +72,7 @@ def apply_live(cfg, onair, health, applied: dict) -> list[str]:
     later = []
     for key, value in applied.items():
         section, name = key.split(".", 1)
-        setattr(getattr(cfg, section), name, value)
+        cfg.apply_validated(key, value)
         if key not in LIVE:
             later.append(key)
         elif section == "relays":
