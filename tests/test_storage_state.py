@@ -186,3 +186,34 @@ class FailingConnection:
 
     def close(self):
         self.real.close()
+
+
+def test_partly_damaged_state_db_is_moved_aside_and_trust_and_schedule_survive(tmp_path, ws):
+    """A torn write in the middle of state.db (one page of garbage): quick_check finds it, the file is
+    moved aside, and the node comes back with trust v2 and its schedule from the safe copy."""
+    (tmp_path / "a").mkdir()
+    node = VirtualNode(tmp_path / "a", ws)
+    try:
+        v1 = (ws / "trust.json").read_bytes()
+        node.deliver(bump_trust(ws, revoke=["bulletin"], add_keys={"bulletin-2": ["bulletin", "live"]}))
+        (ws / "trust.json").write_bytes(v1)             # the card's provisioned trust file is version 1
+        node.send("schedule", {"version": 5, "timezone": "Asia/Ho_Chi_Minh", "slots": []}, valid_for=86400)
+        for n in range(1200):                       # enough rows for the database to span many pages
+            node.app.store.remember(f"id-{n:05d}-{'x' * 40}", 1e12)
+        state = node.state_dir
+        clock, durations = node.clock, node.durations
+        node.close()
+        db = state / "state.db"                     # (closing checkpointed the WAL into it)
+        size = db.stat().st_size
+        assert size > 8 * 4096
+        with open(db, "r+b") as f:
+            f.seek((size // 4096 // 2) * 4096)
+            f.write(b"\xde\xad" * 2048)
+        node = VirtualNode(tmp_path / "a", ws, clock=clock, state_dir=state)
+        node.durations.update(durations)
+        assert list(state.glob("state.db.corrupt-*"))
+        assert node.app.parts.intake.trust.document.version == 2
+        assert node.app.store.document("schedule")[0] == 5
+        assert node.events("state_reset")[0]["data"]["reason"] == "state_corrupt"
+    finally:
+        node.close()
