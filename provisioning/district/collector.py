@@ -274,8 +274,9 @@ class CollectorDuty:
             key = self.workspace.key("collector")
         except WorkspaceError:
             raise RuntimeError(f"{self.workspace.directory} has no 'collector' key (role ack) to sign record "
-                               "acknowledgements: a workspace from before acknowledgements; add one with "
-                               "a trust update that gives a new key the role 'ack'") from None
+                               "acknowledgements (a workspace from before acknowledgements): run "
+                               f"'speaker-district send {self.workspace.directory} trust --add-key collector:ack' "
+                               "so that the nodes learn the key") from None
         self.store = RecordStore.open(self.db, self.workspace.directory)
         self.collector = Collector(self.store, self.brokers, client_tls(self.workspace.directory, "district"), key,
                                    prefix=self.workspace.topic_prefix).start()
