@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from node import __version__
 from node.adapters.broker import BrokerConnected, BrokerDisconnected, MessageReceived, PublishAcked, Will
+from node.adapters.inbound import InboundReady
 from node.loop import EventLoop
 from node.reporting.heartbeat import encode, will_payload
 from node.topics import Topics
@@ -41,10 +42,12 @@ class NodeApp:
             post=loop.post,
             subscriptions=[(t, 1) for t in self.topics.subscriptions(cfg.node.groups)],
             will=Will(self.topics.status, encode(will_payload(cfg.node.id, birth))),
+            triage=parts.intake.triage, max_message_bytes=cfg.trust.max_message_bytes,
         )
         loop.on(BrokerConnected, self.on_connected)
         loop.on(BrokerDisconnected, self.on_disconnected)
         loop.on(MessageReceived, self.on_message)
+        loop.on(InboundReady, self.on_inbound_ready)
         loop.on(PublishAcked, self.on_publish_acked)
         parts.attach(self)
 
@@ -97,6 +100,12 @@ class NodeApp:
 
     def on_message(self, ev: MessageReceived) -> None:
         self.parts.on_message(self, ev)
+
+    def on_inbound_ready(self, ev: InboundReady) -> None:
+        # One message per event: timers, player events and a Stop interleave with a backlog.
+        item = self.broker.inbound.pop()
+        if item is not None:
+            self.parts.on_message(self, MessageReceived(item.topic, item.payload, item.retained, item.size))
 
     def on_publish_acked(self, ev: PublishAcked) -> None:
         self.parts.on_publish_acked(self, ev.mid)

@@ -31,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from node.adapters.backoff import Backoff
+from node.adapters.inbound import InboundQueue, default_triage
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class MessageReceived:
     topic: str
     payload: bytes
     retained: bool = False
+    size: int | None = None  # bytes as received; payload is b"" when that was over the size cap
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,10 @@ class MqttBroker:
         max_inflight: int = 20,
         failback_interval: float = 300.0,
         rng: random.Random | None = None,
+        triage=default_triage,
+        max_message_bytes: int = 65536,
+        inbound_max_messages: int = 256,
+        inbound_max_bytes: int = 2 << 20,
     ):
         self.client_id = client_id
         self.servers = list(servers)
@@ -123,6 +129,10 @@ class MqttBroker:
         self._rng = rng or random.Random()
         self._tls = tls
         self.failbacks = 0
+        # Bounded in messages and bytes, drops counted: a flood on a command topic cannot grow the
+        # daemon or bury an emergency (node/adapters/inbound.py).
+        self.inbound = InboundQueue(post, max_messages=inbound_max_messages, max_bytes=inbound_max_bytes,
+                                    max_message_bytes=max_message_bytes, triage=triage)
 
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         c.tls_set_context(tls)
@@ -261,7 +271,7 @@ class MqttBroker:
             self.post(BrokerDisconnected(self.current or "", str(reason_code)))
 
     def _on_message(self, client, userdata, message):
-        self.post(MessageReceived(message.topic, bytes(message.payload), bool(message.retain)))
+        self.inbound.put(message.topic, message.payload, bool(message.retain))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         if not reason_code.is_failure:
@@ -271,9 +281,13 @@ class MqttBroker:
 class FakeBroker:
     """In-memory stand-in recording everything published; `deliver` posts a message into the node."""
 
-    def __init__(self, post: Callable[[object], None], subscriptions=(), **_):
+    def __init__(self, post: Callable[[object], None], subscriptions=(), triage=default_triage,
+                 max_message_bytes: int = 65536, inbound_max_messages: int = 256, inbound_max_bytes: int = 2 << 20,
+                 **_):
         self.post = post
         self.subscriptions = list(subscriptions)
+        self.inbound = InboundQueue(post, max_messages=inbound_max_messages, max_bytes=inbound_max_bytes,
+                                    max_message_bytes=max_message_bytes, triage=triage)
         self.published: list[tuple[str, bytes, int, bool]] = []
         self.connected = threading.Event()
         self._mid = 0
@@ -300,7 +314,8 @@ class FakeBroker:
         return self._mid
 
     def deliver(self, topic: str, payload: bytes) -> None:
-        self.post(MessageReceived(topic, payload))
+        """As paho's on_message does: through the bounded inbound queue."""
+        self.inbound.put(topic, payload)
 
     def messages(self, suffix: str) -> list[dict]:
         return [json.loads(p) for t, p, _, _ in self.published if t.endswith(suffix)]

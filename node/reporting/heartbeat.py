@@ -140,6 +140,7 @@ def build_snapshot(
         "alarms": alarms_from(readings, thresholds),
         "outbox": int(readings.get("outbox") or 0),
         "dropped": int(readings.get("dropped") or 0),
+        "in_drop": int(readings.get("in_drop") or 0),
         **({"sw": dict(readings["sw"])} if readings.get("sw") else {}),
         "storage": sorted(readings.get("storage") or []),
     } | _drop_report(readings.get("outbox_drop"))

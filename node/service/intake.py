@@ -15,9 +15,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from node.adapters import inbound
 from node.errors import RemoteDataError
 from node.service.ratelimit import TokenBucket
 from node.trust import reasons
@@ -28,6 +30,8 @@ from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_upd
 from node.trust.verifier import Accepted, Rejected, TrustAccepted, verify_message, verify_stored
 
 log = logging.getLogger(__name__)
+# A DSSE signature's keyid as raw bytes: base64 payloads hold no quotes, so a match is a keyid field.
+_KEYID = re.compile(rb'"keyid"\s*:\s*"([^"\\]{1,128})"')
 
 BUILD_FLOOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)  # no trusted time can be older than this build
 
@@ -138,6 +142,9 @@ class CommandIntake:
         self.trusted_time = TrustedTime(clock, clock_trust)
         self.rejections = TokenBucket(rate_per_s=10 / 60, burst=20)
         self.decisions: list[IntakeDecision] = []  # last few, for status and tests
+        self._own_topic_part = f"/node/{node_id}/"  # its cmd and ack topics
+        self._triage_document = None
+        self._emergency_keyids: set[str] = set()
 
     # --- time ------------------------------------------------------------------------------------
     def observe_clock(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
@@ -160,10 +167,27 @@ class CommandIntake:
         raise StoredEnvelopeRefused(result.reason, result.detail, keyid=result.keyid, command_id=result.command_id)
 
     # --- messages ----------------------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes) -> IntakeDecision:
+    def triage(self, topic: str, payload: bytes) -> int:
+        """Cheap pre-check on the broker's network thread, before anything is verified: which lane of
+        the bounded inbound queue a message waits in. A message that claims a signature by an
+        emergency key goes first (a forger gains nothing: it is verified like any other), then the
+        node's own topics (commands, district acks), then group topics. Reads the trust document reference only."""
+        document = self.trust.document
+        if document is not self._triage_document:
+            self._emergency_keyids = {k for k, key in document.keys.items() if "emergency" in key.roles}
+            self._triage_document = document
+        for n, match in enumerate(_KEYID.finditer(payload)):
+            if n >= self.limits.max_signatures:
+                break
+            if match.group(1).decode("ascii", "replace") in self._emergency_keyids:
+                return inbound.URGENT
+        return inbound.OWN if self._own_topic_part in topic else inbound.GROUP
+
+    def handle(self, topic: str, payload: bytes, size: int | None = None) -> IntakeDecision:
         now = self.observe_clock()
-        if len(payload) > self.max_message_bytes:
-            return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{len(payload)} bytes"))
+        size = len(payload) if size is None else size
+        if size > self.max_message_bytes:
+            return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{size} bytes"))
         result = verify_message(
             payload, trust=self.trust.document, node_id=self.node_id, groups=self.groups, topic=topic, now=now,
             seen=self.store.seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor,
@@ -231,11 +255,13 @@ class CommandIntake:
 
     def _rejected(self, topic: str, rejected: Rejected) -> IntakeDecision:
         outcome = "rejected" if rejected.report else "ignored"
-        level = logging.WARNING if rejected.report else logging.DEBUG
+        reported = rejected.report and self.rejections.allow(self.clock.monotonic())
+        # Logged at WARNING as often as reported (a flood must not flood the journal); the rest at DEBUG.
+        level = logging.WARNING if reported else logging.DEBUG
         if rejected.reason == reasons.INTERNAL_ERROR:
             level = logging.ERROR  # a bug in the verifier, not a bad sender
         log.log(level, "%s message on %s: %s %s", outcome, topic, rejected.reason, rejected.detail)
-        if rejected.report and self.rejections.allow(self.clock.monotonic()):
+        if reported:
             data = {"reason": rejected.reason, "keyid": rejected.keyid, "command_id": rejected.command_id,
                     "topic": topic, "detail": rejected.detail[:200] or None}
             suppressed = self.rejections.take_suppressed()

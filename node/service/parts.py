@@ -98,6 +98,7 @@ class NodeParts:
             "outbox": stats.get("pending", stats.get("rows", 0)),
             "dropped": stats.get("dropped", 0),
             "outbox_drop": stats.get("drop"),
+            "in_drop": self.app.broker.inbound.dropped if self.app is not None else 0,
             "failed_to_sound": self.onair.failed_to_sound,
             **({"sw": self.updates.status()} if self.updates else {}),
             "storage": self.storage.degraded() if self.storage else [],
@@ -208,9 +209,13 @@ class NodeParts:
     def on_message(self, app, ev: MessageReceived) -> None:
         if ev.topic == app.topics.ack:
             self._on_district_ack(ev.payload)
-        else:
-            self.intake.handle(ev.topic, ev.payload)
-        self.kick()
+            self.kick()
+            return
+        decision = self.intake.handle(ev.topic, ev.payload, size=ev.size)
+        # A refused message changed nothing (its event, if any, kicked already): under a flood of junk,
+        # an urgent heartbeat tick per message would cost more than verifying it.
+        if decision.outcome == "accepted":
+            self.kick()
 
     def _on_district_ack(self, payload: bytes) -> None:
         """Records the district's store committed: delete them from the outbox. A forged or malformed
