@@ -173,9 +173,10 @@ def decide_response(status: int, headers: Mapping[str, str], offset: int, expect
 
 
 class _Retry(Exception):
-    def __init__(self, detail: str, discard_partial: bool = False):
+    def __init__(self, detail: str, discard_partial: bool = False, stalled: bool = False):
         super().__init__(detail)
         self.discard_partial = discard_partial
+        self.stalled = stalled  # a trickle: counts as a failure even though a few bytes arrived
 
 
 class _Partial:
@@ -246,8 +247,13 @@ class Downloader:
 
     def fetch(self, url: str, dest_partial: Path, expected_sha256: str, expected_length: int,
               cancel: threading.Event | None = None,
-              progress: Callable[[int, int], None] | None = None) -> Path:
-        """Download into `dest_partial` (resuming it if present); return it once hash and length match."""
+              progress: Callable[[int, int], None] | None = None,
+              stall: tuple[float, int] | None = None) -> Path:
+        """Download into `dest_partial` (resuming it if present); return it once hash and length match.
+
+        `stall` = (seconds, min_bytes): an attempt that receives fewer than min_bytes in any such window
+        (silence included) is cut and retried like a dropped connection, and counts as a failed attempt
+        even if a few bytes came: a server dripping a byte every few seconds runs out of attempts."""
         expected_sha256 = check_sha256_hex(expected_sha256)
         if expected_length < 0:
             raise ValueError("expected_length must be >= 0")
@@ -282,7 +288,7 @@ class Downloader:
                                       "not match the signed hash", url=url)
             self._check_cancel(cancel)
             try:
-                self._attempt(url, partial, expected_length, deadline, cancel, progress)
+                self._attempt(url, partial, expected_length, deadline, cancel, progress, stall)
                 continue  # the loop top decides: complete, or a short body that needs another round
             except RemoteDataError as exc:
                 if exc.reason in (HASH_MISMATCH, LENGTH_MISMATCH):
@@ -291,7 +297,7 @@ class Downloader:
             except _Retry as exc:
                 if exc.discard_partial:
                     partial.discard()
-                failures = 0 if partial.size > high_water else failures + 1
+                failures = 0 if partial.size > high_water and not exc.stalled else failures + 1
                 high_water = max(high_water, partial.size)
                 if failures >= self.limits.max_attempts:
                     raise TransportError(f"download of {url} failed {failures} times in a row: {exc}")
@@ -299,7 +305,7 @@ class Downloader:
 
     # -- one attempt -------------------------------------------------------------------------------------
 
-    def _attempt(self, url, partial: _Partial, expected_length, deadline, cancel, progress) -> None:
+    def _attempt(self, url, partial: _Partial, expected_length, deadline, cancel, progress, stall=None) -> None:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             conn = response = None
@@ -320,7 +326,7 @@ class Downloader:
                 if decision.discard_partial:
                     partial.discard()
                 self._stream(sock, response, partial, decision, expected_length, deadline, cancel,
-                             progress, current)
+                             progress, current, stall)
                 return
             except ssl.SSLCertVerificationError as exc:
                 # A wrong CA, name or validity period will not fix itself within a backoff: fail now.
@@ -362,7 +368,7 @@ class Downloader:
             raise
 
     def _stream(self, sock, response, partial: _Partial, decision: ResponseDecision, expected_length, deadline,
-                cancel, progress, url) -> None:
+                cancel, progress, url, stall=None) -> None:
         if decision.start == 0 and partial.size:
             partial.discard()
         cap = expected_length + 1  # one byte past the signed length is enough to know it is too long
@@ -371,12 +377,22 @@ class Downloader:
             out = open(partial.path, "ab")
         except OSError as exc:
             raise DeviceError(f"cannot open {partial.path}: {exc}") from exc
+        stall_s, stall_bytes = stall or (None, 0)
+        window_start, window_bytes = self._clock(), 0
         with out:
             while True:
                 self._check_cancel(cancel)
-                sock.settimeout(self._remaining(deadline, self.limits.read_timeout))
+                per_read = self.limits.read_timeout
+                if stall_s is not None:  # silence until the window ends is a stall too
+                    per_read = min(per_read, max(0.05, window_start + stall_s - self._clock()))
+                sock.settimeout(self._remaining(deadline, per_read))
                 # read1: at most one socket read, so the deadline and cancel are checked on a slow drip.
-                data = response.read1(min(self.limits.chunk, cap - partial.size))
+                try:
+                    data = response.read1(min(self.limits.chunk, cap - partial.size))
+                except TimeoutError as exc:
+                    if stall_s is not None and self._clock() - window_start >= stall_s:
+                        raise _Retry(f"stalled: {window_bytes} bytes in {stall_s:.0f} s", stalled=True) from exc
+                    raise
                 if not data:
                     break
                 if partial.size + len(data) > expected_length:
@@ -389,8 +405,13 @@ class Downloader:
                 partial.digest.update(data)
                 partial.size += len(data)
                 received += len(data)
+                window_bytes += len(data)
                 if progress is not None:
                     progress(partial.size, expected_length)
+                if stall_s is not None and self._clock() - window_start >= stall_s:
+                    if window_bytes < stall_bytes and partial.size < expected_length:
+                        raise _Retry(f"stalled: {window_bytes} bytes in {stall_s:.0f} s", stalled=True)
+                    window_start, window_bytes = self._clock(), 0
         if decision.body_length is not None and received < decision.body_length:
             raise _Retry(f"connection closed after {received} of {decision.body_length} bytes")
         if partial.size < expected_length and decision.body_length is None:

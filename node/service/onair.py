@@ -206,14 +206,17 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             self.emit_event("content_missing", {"content_id": entry["content_id"], "sha256": entry["sha256"]})
             return
         self.waiting.setdefault(entry["sha256"], []).append(item)
-        self._fetch(entry)
+        self._fetch(entry, RECORD_LEVEL[item.level])
 
-    def _fetch(self, entry: dict) -> None:
+    def _fetch(self, entry: dict, level: str = "normal") -> None:
+        # The level picks the download lane: an emergency's audio never waits behind another download.
         self.fetcher.request(FetchJob(entry["sha256"], entry["url"], entry["length"], entry["content_id"],
-                                      entry["codec"], self.cache.partial_path(entry["sha256"])))
+                                      entry["codec"], self.cache.partial_path(entry["sha256"]), level))
 
     def on_fetch_done(self, ev: FetchDone) -> None:
         job = ev.job
+        if ev.path is None and self.cache.has(job.sha256) and job.sha256 not in self.waiting:
+            return  # the other lane delivered this content first (an emergency re-fetched it): nothing lost
         self.fetcher.finished(job.sha256)
         items = self.waiting.pop(job.sha256, [])
         if ev.path is not None:
