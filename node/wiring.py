@@ -163,11 +163,17 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     except DeviceError as exc:
         raise ConfigError([f"relays/inputs: {exc}"]) from None
 
+    downloader = Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
+                            key_file=cfg.broker.key_file, limits=DownloadLimits(max_bytes=cfg.audio.max_audio_mb * MB))
     if player is None:
+        from node.content.live import LiveOpener
         from node.playback.player import VlcPlayer
 
+        # Live relays are opened by the node with the downloads' TLS context (district CA, our client
+        # certificate) and fed to libVLC through a pipe: libVLC never opens a network connection.
         player = VlcPlayer(loop.post, output=cfg.audio.output, device=cfg.audio.device,
-                           wav_path=Path(cfg.audio.wav_dir) / "{item_id}.wav")
+                           wav_path=Path(cfg.audio.wav_dir) / "{item_id}.wav",
+                           open_stream=LiveOpener(downloader.context))
     closers.append(player.close)
     cache = ContentCache(_private_dir_if_possible(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB,
                          state_dir / "cache.db")
@@ -177,8 +183,6 @@ def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None
     except OSError as exc:  # a read-only cache keeps its stale partials until the medium is back
         log.error("cache sweep skipped: %s", exc)
     closers.append(cache.close)
-    downloader = Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
-                            key_file=cfg.broker.key_file, limits=DownloadLimits(max_bytes=cfg.audio.max_audio_mb * MB))
     fetcher = Fetcher(downloader, loop.post)
     closers.append(fetcher.close)
     outbox, outbox_fault = open_outbox(state_dir / "outbox.db", node_id=cfg.node.id,

@@ -189,8 +189,8 @@ def _player_for(node: VirtualNode):
         def __init__(self):
             super().__init__(lambda ev: node.app.loop.post(ev), auto_playing=False, clock=node.clock.monotonic)
 
-        def play(self, source, *, volume, item_id, start_at=0.0):
-            super().play(source, volume=volume, item_id=item_id, start_at=start_at)
+        def play(self, source, *, volume, item_id, start_at=0.0, stall_timeout=None):
+            super().play(source, volume=volume, item_id=item_id, start_at=start_at, stall_timeout=stall_timeout)
             if not self.answering:
                 node.app.loop.call_later(1.0, lambda: self.current_item == item_id
                                          and self.drive_error(item_id, "open_failed"))

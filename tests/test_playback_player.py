@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import queue
-import socket
-import threading
 import time
 
 import pytest
@@ -115,70 +112,13 @@ def test_resume_start_at_skips_the_played_part(tmp_path, player, events):
     assert analyse_wav(player.last_wav_path).duration == pytest.approx(1.0, abs=0.25)
 
 
-class _AudioHandler(http.server.BaseHTTPRequestHandler):
-    body: bytes = b""
-    mode = "whole"  # whole | drop
-
-    def do_GET(self):  # noqa: N802 (http.server naming)
-        self.send_response(200)
-        self.send_header("Content-Type", "audio/wav")
-        if self.mode == "whole":
-            self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        if self.mode == "whole":
-            self.wfile.write(self.body)
-            return
-        self.wfile.write(self.body[: len(self.body) // 3])
-        self.wfile.flush()
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def audio_server(tmp_path):
-    body = tone_wav(tmp_path / "stream.wav", seconds=4).read_bytes()
-    servers = []
-
-    def start(mode: str) -> str:
-        handler = type("Handler", (_AudioHandler,), {"body": body, "mode": mode})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.release = threading.Event()
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/live.wav"
-
-    yield start
-    for server in servers:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
-
-
-def test_http_stream_plays(player, events, audio_server):
-    player.play(audio_server("whole"), volume=100, item_id="live")
-    assert wait_terminal(events, "live")[-1].kind == "ended"
-    player.stop()
-    assert analyse_wav(player.last_wav_path).sounding_seconds == pytest.approx(4.0, abs=0.3)
-
-
-def test_stream_that_drops_ends_early(player, events, audio_server):
-    player.play(audio_server("drop"), volume=100, item_id="dropped")
-    # libVLC 3.0 reports a closed connection as EndReached: the loop sees "ended" well before the
-    # relay was due to finish and records it as a stream failure.
-    assert wait_terminal(events, "dropped")[-1].kind == "ended"
-    player.stop()
-    assert analyse_wav(player.last_wav_path).sounding_seconds < 2.0
-
-
-def test_unreachable_stream_is_an_error(player, events):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    player.play(f"http://127.0.0.1:{port}/live.ogg", volume=100, item_id="down")
-    assert wait_terminal(events, "down")[-1].kind == "error"
+def test_player_never_opens_a_network_url_itself(player):
+    """libVLC checks https only against the system CAs and has no client certificate: network input is
+    the node's to open (node.content.live, tests/test_live_relay.py), never libVLC's."""
+    for url in ("http://127.0.0.1:1/live.wav", "https://127.0.0.1:1/live.wav"):
+        with pytest.raises(PlayerMisuse):
+            player.play(url, volume=100, item_id="net")
+    assert player.state is PlaybackState.STOPPED
 
 
 def test_fake_player_enforces_the_same_protocol():

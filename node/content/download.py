@@ -232,6 +232,7 @@ class Downloader:
         self._backoff = backoff
         self._clock = clock
         self._context = self._tls_context(ca_file, cert_file, key_file)
+        self.context = self._context  # shared with live relays (node.content.live): one trust for both
 
     @staticmethod
     def _tls_context(ca_file, cert_file, key_file) -> ssl.SSLContext:

@@ -66,8 +66,10 @@ class Player(abc.ABC):
         self._item: str | None = None
 
     @abc.abstractmethod
-    def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0) -> None:
-        """Start `source` (local path or http(s) URL) at `volume` 0..100, `start_at` seconds in."""
+    def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0,
+             stall_timeout: float | None = None) -> None:
+        """Start `source` (local path, or an https live URL) at `volume` 0..100, `start_at` seconds in.
+        `stall_timeout`: for a live URL, seconds without a byte after which its input ends."""
 
     @abc.abstractmethod
     def stop(self) -> None:
@@ -128,7 +130,7 @@ class VlcPlayer(Player):
 
     def __init__(self, post_event: Callable[[PlayerEvent], None], *, output: str = "alsa",
                  device: str = "default", wav_path: str | Path | None = None, extra_args: tuple = (),
-                 network_caching_ms: int = 300,
+                 network_caching_ms: int = 300, open_stream: Callable | None = None,
                  clock: Callable[[], float] = time.monotonic):
         super().__init__(post_event)
         import vlc  # imported here so modules that only need the fake do not need libVLC installed
@@ -157,6 +159,8 @@ class VlcPlayer(Player):
         self._last_wav: Path | None = None
         self._track_seen = False
         self._closed = False
+        self._open_stream = open_stream  # url, stall_timeout -> node.content.live.LiveStream
+        self._stream = None
         if output == "alsa":
             self._instance = self._new_instance(["--aout=alsa", f"--alsa-audio-device={device}"])
         self._pump = threading.Thread(target=self._pump_loop, name="vlc-events", daemon=True)
@@ -169,7 +173,8 @@ class VlcPlayer(Player):
         """The WAV file the last play() wrote to (output="wav" only)."""
         return self._last_wav
 
-    def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0) -> None:
+    def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0,
+             stall_timeout: float | None = None) -> None:
         _check_volume(volume)
         with self._lock:
             if self._closed:
@@ -184,7 +189,14 @@ class VlcPlayer(Player):
                 self._last_wav = path
                 self._instance = self._new_instance(
                     ["--aout=afile", f"--audiofile-file={path}", "--audiofile-format=s16", "--audiofile-wav"])
-            media = self._instance.media_new(str(source))
+            if "://" in str(source):
+                # Network input is opened by the node (node.content.live), never by libVLC.
+                if self._open_stream is None:
+                    raise PlayerMisuse(f"no live stream opener: cannot play {str(source)[:80]}")
+                self._stream = self._open_stream(str(source), stall_timeout)
+                media = self._instance.media_new(self._stream.mrl)
+            else:
+                media = self._instance.media_new(str(source))
             if start_at > 0:
                 media.add_option(f":start-time={start_at:.3f}")
             mplayer = self._instance.media_player_new()
@@ -249,7 +261,11 @@ class VlcPlayer(Player):
         return instance
 
     def _release_media(self) -> None:
-        # stop() on libVLC 3 is synchronous: when it returns the afile WAV header is final.
+        # stop() on libVLC 3 is synchronous: when it returns the afile WAV header is final. A live input
+        # is ended first (its pipe closed), so libVLC's input thread is not left waiting for bytes.
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.end_input()
         if self._mplayer is not None:
             self._mplayer.stop()
             self._mplayer.release()
@@ -257,6 +273,8 @@ class VlcPlayer(Player):
         if self._media is not None:
             self._media.release()
             self._media = None
+        if stream is not None:
+            stream.close()
 
     def _on_vlc_event(self, _event, gen: int, raw_kind: str) -> None:
         # libVLC's thread: only post, never call libVLC here.
@@ -287,7 +305,8 @@ class VlcPlayer(Player):
             return
         if raw_kind == "error":
             self._state = PlaybackState.ERROR
-            self._post_event(PlayerEvent(item, "error", "open_failed", at))
+            why = self._stream.failure if self._stream is not None else None
+            self._post_event(PlayerEvent(item, "error", f"open_failed: {why}" if why else "open_failed", at))
             return
         # End of input. libVLC 3 reports an undecodable file (random bytes named .mp3) as Playing +
         # EndReached, so "ended" alone does not mean it sounded. It never adds an elementary stream for
@@ -299,10 +318,12 @@ class VlcPlayer(Player):
             decoded = stats.decoded_audio
         if not self._track_seen and decoded == 0:
             self._state = PlaybackState.ERROR
-            self._post_event(PlayerEvent(item, "error", "no_audio", at))
+            why = self._stream.failure if self._stream is not None else None
+            self._post_event(PlayerEvent(item, "error", f"no_audio: {why}" if why else "no_audio", at))
         else:
             self._state = PlaybackState.ENDED
-            self._post_event(PlayerEvent(item, "ended", "", at))
+            why = self._stream.failure if self._stream is not None else None
+            self._post_event(PlayerEvent(item, "ended", why or "", at))
 
 
 # ----------------------------------------------------------------------------------------------- fake
@@ -337,7 +358,8 @@ class FakePlayer(Player):
         self.history: list[FakeCall] = []
         self.closed = False
 
-    def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0) -> None:
+    def play(self, source: str, *, volume: int, item_id: str, start_at: float = 0.0,
+             stall_timeout: float | None = None) -> None:
         _check_volume(volume)
         if self.closed:
             raise PlayerMisuse("player is closed")

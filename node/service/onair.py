@@ -36,6 +36,12 @@ SLOT_END_GRACE_S = 0.5
 PREFETCH_HORIZON = dt.timedelta(hours=24)
 
 
+def _live_stall_s(on) -> float:
+    """A live stream silent this long counts as dropped: well inside its grace (default 30 s -> 5 s),
+    so the relay can reconnect before the grace window ends."""
+    return max(1.0, min(5.0, on.item.content.get("grace", 30) / 2))
+
+
 @dataclass
 class Playing:
     """The item on air and what its current record needs."""
@@ -331,7 +337,8 @@ class OnAir(ProgrammeMixin, RecordsMixin):
                 self._finish(PlayResult.FAILED, on.failure or "content_missing")
         elif kind == "live":
             on.entry = {"content_id": on.item.content_id, "sha256": None, "url": on.item.content["url"]}
-            if not self._play_source(on.item.content["url"], on.item.content.get("volume")):
+            if not self._play_source(on.item.content["url"], on.item.content.get("volume"),
+                                     stall_timeout=_live_stall_s(on)):
                 self._finish(PlayResult.FAILED, on.failure)
                 return
             until = self._mono_for(dt.datetime.fromtimestamp(on.item.content["until"], dt.timezone.utc))
@@ -353,7 +360,8 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             return False
         return self._play_source(str(path), entry.get("volume"), offset)
 
-    def _play_source(self, source: str, volume: int | None, offset: float = 0.0, *, retry: bool = False) -> bool:
+    def _play_source(self, source: str, volume: int | None, offset: float = 0.0, *, retry: bool = False,
+                     stall_timeout: float | None = None) -> bool:
         on = self.on
         on.play_id = f"{on.item.item_id}-{next(self._play_ids)}"
         volume = volume if volume is not None else on.item.content.get("volume")
@@ -361,8 +369,9 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             on.started_mono, on.started_wall = None, None
         on.amp_fault_seen = bool(self.inputs_state().get("amp_fault"))
         try:
+            extra = {"stall_timeout": stall_timeout} if stall_timeout is not None else {}
             self.player.play(source, volume=volume if volume is not None else self.cfg.audio.default_volume,
-                             item_id=on.play_id, start_at=offset)
+                             item_id=on.play_id, start_at=offset, **extra)
         except Exception as exc:  # noqa: BLE001 - libVLC or sound-card trouble must not wedge the node
             log.error("player could not start %s: %s", source, exc)
             on.failure = f"player_error:{type(exc).__name__}"
@@ -425,7 +434,7 @@ class OnAir(ProgrammeMixin, RecordsMixin):
 
     def _live_retry(self, on: Playing) -> None:
         if self.on is on and not self._play_source(on.item.content["url"], on.item.content.get("volume"),
-                                                   retry=True):
+                                                   retry=True, stall_timeout=_live_stall_s(on)):
             self._finish(PlayResult.FAILED, on.failure)
 
     def _end_live(self, on: Playing) -> None:

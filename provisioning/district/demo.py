@@ -205,6 +205,27 @@ class Scenario:
                          " s more) and completed", bool(resumed) and resumed[1]["seconds"] > 1)
         return ok
 
+    def live_relay(self) -> bool:
+        """A live relay on the district's own CA, opened by the node itself (libVLC gets the bytes
+        through a pipe); the same relay offered over plain http is refused before it can sound."""
+        radio = make_tone(self.media / "vov1.wav", seconds=14, freq=523.0)
+        url = self.box.content.publish_live(radio, "live/vov1")
+        plain = url.replace("https://", "http://", 1)
+        self.sim.send("live", {"url": plain, "max_duration": 60, "level": "normal", "grace": 3}, [self.first])
+        self.tl.say(f"district sends a live relay over plain http ({plain})")
+        refused = self._event(self.first, lambda o: o.get("type") == "rejected"
+                              and (o.get("data") or {}).get("reason") == "live_url_refused")
+        ok = self.check("plain-http live relay refused with reason code live_url_refused", bool(refused))
+        cid = self.sim.send("live", {"url": url, "max_duration": 10, "level": "normal", "grace": 3}, [self.first])
+        self.tl.say(f"district relays a live stream over https on its own CA ({url}), command {cid}")
+        rec = self._event(self.first, lambda o: o.get("kind") == "play" and o.get("command_id") == cid, 60)
+        ok &= self.check(f"live relay played through the node's own TLS (result {rec[1]['result'] if rec else 'none'},"
+                         f" {rec[1]['seconds'] if rec else 0} s)", bool(rec) and rec[1]["result"] == "completed")
+        peers = {cn for name, cn in self.box.content.requests if name == "live/vov1"}
+        ok &= self.check(f"every live connection was the node's, with its client certificate ({', '.join(peers)})",
+                         peers == {self.first})
+        return ok
+
     def heartbeat_and_door(self) -> bool:
         from provisioning.district.watch import NodeTable
 
@@ -226,7 +247,7 @@ class Scenario:
 
     def run(self, extra_steps=()) -> bool:
         steps = [self.all_online, self.signed_bulletin, self.forged_and_replayed, self.programme_and_emergency,
-                 self.heartbeat_and_door, *extra_steps]
+                 self.live_relay, self.heartbeat_and_door, *extra_steps]
         ok = True
         for step in steps:
             ok &= step()
