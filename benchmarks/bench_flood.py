@@ -68,13 +68,15 @@ def flood(workspace: Path, address: str, topic: str, rate: float, seconds: float
     """`publishers` district clients sharing the rate; QoS 1 with a large in-flight window."""
     import paho.mqtt.client as mqtt
 
+    from node.topics import mqtt_client_id
     from provisioning.district.localbroker import client_tls
 
     host, _, port = address.rpartition(":")
     stop_at = time.monotonic() + seconds
     clients = []
     for i in range(publishers):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-flood-{i}", protocol=mqtt.MQTTv5)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=mqtt_client_id("district", f"bench-flood-{i}"),
+                        protocol=mqtt.MQTTv5)
         c.tls_set_context(client_tls(workspace, "district"))
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(2000)

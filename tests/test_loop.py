@@ -90,7 +90,7 @@ def test_daemon_reports_handler_failed_and_keeps_playing(tmp_path, district_ws, 
         clip = node.clip("ban-tin", 3)
         node.play(clip)
         (report,) = node.events("handler_failed")
-        assert report["data"]["event"] == "MessageReceived"
+        assert report["data"]["event"] == "InboundReady"  # messages reach the loop via the bounded inbound queue
         assert report["data"]["error"] == "KeyError: 'zones'"
         assert report["data"]["where"].endswith("in buggy_on_play")
         assert node.app.loop.failure_count == 1
