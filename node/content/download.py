@@ -384,15 +384,17 @@ class Downloader:
             while True:
                 self._check_cancel(cancel)
                 per_read = self.limits.read_timeout
-                if stall_s is not None:  # silence until the window ends is a stall too
+                if stall_s is not None and window_bytes < stall_bytes:
+                    # Silence until the window ends is a stall too (once the window has its bytes, a read
+                    # may wait the normal read timeout: a timeout then would be a real stall of its own).
                     per_read = min(per_read, max(0.05, window_start + stall_s - self._clock()))
                 sock.settimeout(self._remaining(deadline, per_read))
                 # read1: at most one socket read, so the deadline and cancel are checked on a slow drip.
                 try:
                     data = response.read1(min(self.limits.chunk, cap - partial.size))
                 except TimeoutError as exc:
-                    if stall_s is not None and self._clock() - window_start >= stall_s:
-                        raise _Retry(f"stalled: {window_bytes} bytes in {stall_s:.0f} s", stalled=True) from exc
+                    if stall_s is not None and window_bytes < stall_bytes and self._clock() - window_start >= stall_s:
+                        raise _Retry(f"stalled: {window_bytes} bytes in {stall_s:.1f} s", stalled=True) from exc
                     raise
                 if not data:
                     break
@@ -411,7 +413,7 @@ class Downloader:
                     progress(partial.size, expected_length)
                 if stall_s is not None and self._clock() - window_start >= stall_s:
                     if window_bytes < stall_bytes and partial.size < expected_length:
-                        raise _Retry(f"stalled: {window_bytes} bytes in {stall_s:.0f} s", stalled=True)
+                        raise _Retry(f"stalled: {window_bytes} bytes in {stall_s:.1f} s", stalled=True)
                     window_start, window_bytes = self._clock(), 0
         if decision.body_length is not None and received < decision.body_length:
             raise _Retry(f"connection closed after {received} of {decision.body_length} bytes")
