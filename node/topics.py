@@ -45,9 +45,6 @@ class Topics:
         """Everything the node subscribes to: its command topics and its acknowledgement topic."""
         return self.command_topics(groups) + [self.ack]
 
-    def is_own_topic(self, topic: str) -> bool:
-        return topic == self.cmd
-
 
 def mqtt_client_id(identity: str, purpose: str | None = None) -> str:
     """The MQTT client id a connection of certificate identity IDENTITY must use (docs/protocol.md §1a):

@@ -45,29 +45,19 @@ def test_preempted_normal_bulletin_restarts_from_the_beginning():
     assert arb.next(70.0)[0].start_at == 0.0
 
 
-def test_technician_test_is_cut_by_anything_and_never_comes_back():
-    for level in (Level.NORMAL, Level.SCHEDULED, Level.PRIORITY, Level.EMERGENCY):
-        arb = Arbiter()
-        arb.offer(item("beep", Level.TEST), 0.0)
-        d = arb.offer(item("real", level), 1.0)
-        assert (d.action, d.preempted, d.preempted_fate) == (Action.PLAY_NOW, "beep", "drop")
-        arb.on_finished("real", "completed", 2.0)
-        assert arb.next(2.0) == (None, [])
-
-
 def test_priority_waits_for_a_running_bulletin_then_jumps_the_queue():
     arb = Arbiter()
     arb.offer(item("news", Level.NORMAL), 0.0)
     assert arb.offer(item("prog", Level.SCHEDULED), 1.0).action is Action.QUEUED
     assert arb.offer(item("urgent", Level.PRIORITY), 2.0).action is Action.QUEUED
-    assert arb.offer(item("beep", Level.TEST), 3.0).action is Action.QUEUED
+    assert arb.offer(item("later", Level.NORMAL), 3.0).action is Action.QUEUED
     assert arb.current.item_id == "news"
     order = []
     arb.on_finished("news", "completed", 10.0)
     while (nxt := arb.next(10.0)[0]) is not None:
         order.append(nxt.item_id)
         arb.on_finished(nxt.item_id, "completed", 10.0)
-    assert order == ["urgent", "prog", "beep"]
+    assert order == ["urgent", "prog", "later"]
 
 
 def test_second_emergency_cuts_the_first_which_plays_again_after_it():
@@ -85,9 +75,9 @@ def test_second_emergency_cuts_the_first_which_plays_again_after_it():
 
 def test_the_table_the_docs_show_is_the_table_the_code_uses():
     assert PREEMPTS[Level.EMERGENCY] == frozenset(Level)
-    assert all(PREEMPTS[lvl] == {Level.TEST} for lvl in (Level.PRIORITY, Level.NORMAL, Level.SCHEDULED))
-    assert PREEMPTS[Level.TEST] == frozenset()
-    assert ON_PREEMPTED[Level.SCHEDULED] == "resume" and ON_PREEMPTED[Level.TEST] == "drop"
+    assert all(PREEMPTS[lvl] == frozenset() for lvl in (Level.PRIORITY, Level.NORMAL, Level.SCHEDULED))
+    assert ON_PREEMPTED == {Level.EMERGENCY: "restart", Level.PRIORITY: "restart", Level.NORMAL: "restart",
+                            Level.SCHEDULED: "resume"}
 
 
 def test_stop_by_content_id_level_and_all():
@@ -138,10 +128,7 @@ def test_full_queue_drops_a_lower_item_for_a_higher_one_else_rejects():
     arb = Arbiter(max_queue=2)
     arb.offer(item("playing", Level.NORMAL), 0.0)
     arb.offer(item("n1", Level.NORMAL), 0.0)
-    arb.offer(item("t1", Level.TEST), 0.0)
-    d = arb.offer(item("n2", Level.NORMAL), 1.0)
-    assert d.action is Action.QUEUED
-    assert [(x.item.item_id, x.reason) for x in d.dropped] == [("t1", "queue_full")]
+    arb.offer(item("n2", Level.NORMAL), 1.0)
     d = arb.offer(item("n3", Level.NORMAL), 2.0)
     assert (d.action, d.reason) == (Action.REJECTED, "queue_full")
     d = arb.offer(item("p1", Level.PRIORITY), 3.0)

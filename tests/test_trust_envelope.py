@@ -105,3 +105,84 @@ def test_protocol_doc_reason_table_mirrors_the_code():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `([a-z_]+)` \| (yes|no) \| (.+) \|$", doc, flags=re.M)
     assert {(code, reported == "yes") for code, reported, _ in rows} == {(r.code, r.reported) for r in TABLE}
+
+
+# One fault at a time, each with the exact reason and detail the parser gives: a check that is weakened
+# or removed lets the envelope through, or another check catches it with another detail, and the row
+# fails (mutation testing found these holes: NaN accepted, '>' turned '>=', details lost).
+_T = PAYLOAD_COMMAND
+_SIG = {"keyid": "k1", "sig": "AAAA"}
+
+
+def _envelope(**fields) -> bytes:
+    document = {"payloadType": _T, "payload": "e30=", "signatures": [_SIG], **fields}
+    return json.dumps({k: v for k, v in document.items() if v is not _DROP}).encode()
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("data,reason,detail", [
+    (b'{"payloadType":"%s","payload":"e30=","signatures":[{"keyid":"k1","sig":"AAAA"}],"n":NaN}' % _T.encode(),
+     "malformed", "envelope: not valid JSON (NaN is not JSON)"),
+    (b'{"payloadType":"%s","payload":"e30=","payload":"e30=","signatures":[]}' % _T.encode(),
+     "malformed", "envelope: not valid JSON (duplicate key 'payload')"),
+    (_envelope(extra=1, zzz=2), "malformed", "envelope: unknown field 'extra'"),
+    (_envelope(payloadType=7), "malformed", "envelope.payloadType must be a string"),
+    (_envelope(payload=5), "malformed", "envelope.payload must be a base64 string"),
+    (_envelope(payload="e30"), "malformed", "envelope.payload is not valid base64"),
+    (_envelope(signatures=[]), "malformed", "envelope.signatures must be a non-empty list"),
+    (_envelope(signatures={"keyid": "k"}), "malformed", "envelope.signatures must be a non-empty list"),
+    (_envelope(signatures=[_SIG] * 9), "limit_exceeded", "envelope.signatures: 9 > 8"),
+    (_envelope(signatures=["k1"]), "malformed", "envelope.signatures[0] must be an object with keyid and sig"),
+    (_envelope(signatures=[{**_SIG, "x": 1}]), "malformed",
+     "envelope.signatures[0] must be an object with keyid and sig"),
+    (_envelope(signatures=[{**_SIG, "keyid": ""}]), "malformed",
+     "envelope.signatures[0].keyid must be a short non-empty string"),
+    (_envelope(signatures=[{**_SIG, "keyid": 5}]), "malformed",
+     "envelope.signatures[0].keyid must be a short non-empty string"),
+    (_envelope(signatures=[{**_SIG, "keyid": "k" * 129}]), "malformed",
+     "envelope.signatures[0].keyid must be a short non-empty string"),
+    (_envelope(signatures=[_SIG, {**_SIG, "sig": "!"}]), "malformed", "envelope.signatures[1].sig is not valid base64"),
+    (_envelope(payloadType="text/plain"), "unsupported_type", "payloadType 'text/plain'"),
+])
+def test_each_envelope_fault_has_its_own_reason_and_detail(data, reason, detail):
+    with pytest.raises(RemoteDataError) as info:
+        parse_envelope(data)
+    assert (info.value.reason, info.value.detail) == (reason, detail)
+
+
+def test_envelope_limits_are_inclusive():
+    at_limit = _envelope(signatures=[_SIG] * 8)
+    assert len(parse_envelope(at_limit).signatures) == 8
+    assert parse_envelope(_envelope(signatures=[{**_SIG, "keyid": "k" * 128}])).signatures[0].keyid == "k" * 128
+    assert parse_envelope(at_limit, max_bytes=len(at_limit)).payload == b"{}"
+    with pytest.raises(RemoteDataError) as info:
+        parse_envelope(at_limit, max_bytes=len(at_limit) - 1)
+    assert (info.value.reason, info.value.detail) == ("too_large", f"envelope is {len(at_limit)} bytes, "
+                                                                   f"limit {len(at_limit) - 1}")
+
+
+def test_one_url_safe_character_selects_the_url_safe_alphabet():
+    from node.trust.envelope import b64decode
+
+    assert b64decode("+/+/", "x") == b"\xfb\xff\xbf"   # standard alphabet
+    assert b64decode("-AAA", "x") == base64.b64decode("+AAA")
+    assert b64decode("_AAA", "x") == base64.b64decode("/AAA")
+    assert b64decode("-_-_", "x") == b"\xfb\xff\xbf"
+
+
+def test_strict_json_reads_text_as_well_as_bytes():
+    from node.trust.envelope import strict_json
+
+    assert strict_json('{"a": 1}', "x") == {"a": 1}
+    assert strict_json(b'{"a": 1}', "x") == {"a": 1}
+
+
+def test_envelopes_are_written_as_compact_json_in_field_order():
+    # docs/protocol.md "Envelope serialization": what the district tools send, byte for byte.
+    from node.trust.envelope import encode_envelope
+
+    assert encode_envelope(PAYLOAD_COMMAND, b"{}", [("k1", b"\x00\x01")]) == (
+        b'{"payloadType":"application/vnd.speaker.command+json","payload":"e30=",'
+        b'"signatures":[{"keyid":"k1","sig":"AAE="}]}')

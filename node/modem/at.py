@@ -226,10 +226,6 @@ class ATPort:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def is_open(self) -> bool:
-        return self._serial is not None
-
     def open(self) -> None:
         with self._lock:
             self._ensure_open()

@@ -216,9 +216,6 @@ class ModemSimulator:
         """'ready', 'absent', 'pin_required' or 'puk_required'."""
         self._call(lambda: setattr(self, "sim", state))
 
-    def set_time_zone(self, quarters: int) -> None:
-        self._call(lambda: setattr(self, "tz_quarters", quarters))
-
     def cme_error_for(self, command: str, code: int | None) -> None:
         """Answer this command with +CME ERROR: code (or a bare ERROR when code is None)."""
         self._call(lambda: self._cme_overrides.__setitem__(command.strip().upper(), code))

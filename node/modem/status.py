@@ -8,7 +8,6 @@ answering); one timeout only costs its field.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -221,8 +220,3 @@ def _network_time(ask: _Asker, family: str) -> str | None:
         return None
     return when.isoformat(timespec="seconds")
 
-
-def status_from_json(data: dict) -> ModemStatus:
-    """The inverse of to_json() (unknown keys ignored), for callers holding a heartbeat snapshot."""
-    known = {f.name for f in dataclasses.fields(ModemStatus)} - {"details"}
-    return ModemStatus(**{k: v for k, v in data.items() if k in known})

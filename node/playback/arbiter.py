@@ -22,19 +22,17 @@ class Level(enum.Enum):
     PRIORITY = "priority"
     NORMAL = "normal"        # bulletin sent by command
     SCHEDULED = "scheduled"  # programme slot from the schedule (same rank as NORMAL: first come first)
-    TEST = "test"            # technician test sound
 
 
-RANK = {Level.EMERGENCY: 4, Level.PRIORITY: 3, Level.NORMAL: 2, Level.SCHEDULED: 2, Level.TEST: 1}
+RANK = {Level.EMERGENCY: 4, Level.PRIORITY: 3, Level.NORMAL: 2, Level.SCHEDULED: 2}
 
 # A new item of level K cuts the running item when the running item's level is in PREEMPTS[K].
 # Priority "plays first in the programme": it jumps the queue but waits for a running bulletin.
 PREEMPTS: dict[Level, frozenset[Level]] = {
     Level.EMERGENCY: frozenset(Level),  # including a running emergency: newest warning first
-    Level.PRIORITY: frozenset({Level.TEST}),
-    Level.NORMAL: frozenset({Level.TEST}),
-    Level.SCHEDULED: frozenset({Level.TEST}),
-    Level.TEST: frozenset(),
+    Level.PRIORITY: frozenset(),
+    Level.NORMAL: frozenset(),
+    Level.SCHEDULED: frozenset(),
 }
 
 # What happens to a cut item, by its level:
@@ -46,7 +44,6 @@ ON_PREEMPTED: dict[Level, str] = {
     Level.PRIORITY: "restart",
     Level.NORMAL: "restart",     # a bulletin heard from the middle makes no sense
     Level.SCHEDULED: "resume",   # programme or live relay: rejoin where it was
-    Level.TEST: "drop",
 }
 
 

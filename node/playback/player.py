@@ -25,8 +25,6 @@ from typing import Callable
 
 from node.errors import DeviceError
 
-EVENT_KINDS = ("playing", "ended", "error", "stopped")
-
 
 class PlaybackState(enum.Enum):
     STOPPED = "stopped"

@@ -19,7 +19,6 @@ from gpiozero import DigitalInputDevice, OutputDevice
 
 from node.errors import DeviceError, HardwareUnavailable
 
-STANDARD_INPUTS = ("door", "mains", "amp_fault", "relay_feedback")
 AMPLIFIER = "amplifier"
 
 

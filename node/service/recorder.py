@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECORD_LEVEL = {Level.EMERGENCY: "emergency", Level.PRIORITY: "priority", Level.NORMAL: "normal",
-                Level.SCHEDULED: "normal", Level.TEST: "normal"}
+                Level.SCHEDULED: "normal"}
 
 
 class RecordsMixin:

@@ -28,7 +28,6 @@ from node.trust.envelope import (
     strict_json,
 )
 
-ROLES = ("bulletin", "emergency", "schedule", "config", "live", "time")
 MAX_KEYS = 64
 MAX_NAME_CHARS = 64
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
