@@ -3,7 +3,8 @@
 A Debian root of the target release and architecture (debootstrap --arch armhf, run through
 qemu-user-static's binfmt handler) has the same Python and glibc as Raspberry Pi OS, so a wheel
 built there installs on the card. `make_build_root` creates one; `build_wheel` downloads the sdist on
-the laptop (the root needs no network) and runs `pip wheel --no-deps --no-build-isolation` in it.
+the laptop with its build requirements (the root needs no network) and runs `pip wheel --no-deps
+--no-index` in it.
 """
 
 from __future__ import annotations
@@ -50,27 +51,58 @@ def make_build_root(root: Path, release: str, arch: str) -> None:
         raise ConfigError([f"debootstrap {release} {arch} into {root} failed: {' / '.join(tail)}"])
 
 
+def build_requirements(sdist: Path) -> list[str]:
+    """[build-system] requires of an sdist's pyproject.toml (setuptools only when it has none)."""
+    import tarfile
+    import tomllib
+
+    with tarfile.open(sdist) as archive:
+        member = next((m for m in archive.getmembers() if m.name.count("/") == 1
+                       and m.name.endswith("/pyproject.toml")), None)
+        if member is None:
+            return ["setuptools", "wheel"]
+        data = tomllib.loads(archive.extractfile(member).read().decode("utf-8"))
+    return list(data.get("build-system", {}).get("requires", ["setuptools", "wheel"]))
+
+
+def _last_error(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() and "See above" not in ln]
+    return " / ".join(errors[-3:]) or (lines[-1] if lines else "?")
+
+
 def build_wheel(root: Path, requirement: str, out: Path, python_tag: str) -> Path:
-    """Build REQUIREMENT (e.g. 'cffi>=2.0.0') in ROOT; returns the wheel copied into OUT."""
+    """Build REQUIREMENT (e.g. 'cffi>=2.0.0') in ROOT; returns the wheel copied into OUT.
+
+    Everything is fetched on the laptop: the sdist and its build requirements (pure wheels such as
+    setuptools: Debian's own setuptools can be too old for a current pyproject.toml). In the root, pip
+    builds in an isolated environment from those local files only (--no-index)."""
     src = root / "tmp" / "speaker-build"
     shutil.rmtree(src, ignore_errors=True)
     (src / "dist").mkdir(parents=True)
-    download = [shutil.which("python3") or "python3", "-m", "pip", "download", "--no-deps", "--no-binary",
-                ":all:", "--disable-pip-version-check", "--dest", str(src), requirement]
+    (src / "deps").mkdir()
+    python = shutil.which("python3") or "python3"
+    download = [python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                "--disable-pip-version-check", "--dest", str(src), requirement]
     proc = subprocess.run(download, capture_output=True, text=True, check=False, timeout=600)
     sdists = [p for p in src.iterdir() if p.name.endswith((".tar.gz", ".zip"))]
     if proc.returncode != 0 or not sdists:
-        raise ConfigError([f"no source distribution for {requirement} on the index: "
-                           f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}"])
+        raise ConfigError([f"no source distribution for {requirement} on the index: {_last_error(proc.stderr)}"])
+    needs = build_requirements(sdists[0])
+    proc = subprocess.run([python, "-m", "pip", "download", "--only-binary=:all:", "--disable-pip-version-check",
+                           "--dest", str(src / "deps"), *needs], capture_output=True, text=True, check=False,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise ConfigError([f"build requirements of {requirement} ({', '.join(needs)}): {_last_error(proc.stderr)}"])
     inside = f"/tmp/speaker-build/{sdists[0].name}"
-    build = ["chroot", str(root), "/usr/bin/python3", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-             "--no-index", "--disable-pip-version-check", "--wheel-dir", "/tmp/speaker-build/dist", inside]
+    build = ["chroot", str(root), "/usr/bin/python3", "-m", "pip", "wheel", "--no-deps", "--no-index",
+             "--find-links", "/tmp/speaker-build/deps", "--disable-pip-version-check",
+             "--wheel-dir", "/tmp/speaker-build/dist", inside]
     proc = subprocess.run(build, capture_output=True, text=True, check=False, timeout=3600,
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"})
     wheels = list((src / "dist").glob("*.whl"))
     if proc.returncode != 0 or not wheels:
-        raise ConfigError([f"building {requirement} in {root} failed: "
-                           f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}"])
+        raise ConfigError([f"building {requirement} in {root} failed: {_last_error(proc.stdout + proc.stderr)}"])
     if f"cp{python_tag}" not in wheels[0].name and "py3" not in wheels[0].name:
         raise ConfigError([f"{wheels[0].name} was built for another Python than {python_tag} "
                            f"(the build root's release must match the card's)"])

@@ -57,17 +57,18 @@ class AptRoot:
             f'Dir "{self.base}/";\n'
             f'Dir::State::status "{self.base}/status";\n'
             f'Dir::Etc::sourcelist "{self.base}/sources.list";\n'
-            'Dir::Etc::sourceparts "-";\n'
-            'Dir::Etc::preferencesparts "-";\n'
-            'Dir::Etc::parts "-";\n'
+            f'Dir::Etc::sourceparts "{self.base}/empty";\n'
+            f'Dir::Etc::preferencesparts "{self.base}/empty";\n'
+            f'Dir::Etc::parts "{self.base}/empty";\n'
             f'APT::Architecture "{self.arch}";\n'
             f'APT::Architectures {{ "{self.arch}"; }};\n'
             'APT::Install-Recommends "false";\n'
             'Debug::NoLocking "true";\n'
+            'APT::Sandbox::User "root";\n'  # a private cache the _apt user may not be able to reach
         )
 
     def prepare(self) -> Path:
-        for sub in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        for sub in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "empty"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "status").write_text("")
         (self.base / "sources.list").write_text(self.sources())
@@ -103,7 +104,30 @@ def download_debs(work: Path, out: Path, release: str, arch: str) -> tuple[list[
                 "; ".join(lines[-3:]) or f"exit {proc.returncode}")
     (dest / "partial").rmdir() if (dest / "partial").is_dir() else None
     (dest / "lock").unlink(missing_ok=True)
+    for deb in dest.glob("*%3a*.deb"):
+        deb.rename(dest / safe_name(deb.name))
     files = sorted(dest.glob("*.deb"))
     if not any(p.name.startswith("libvlc5_") for p in files):
         return files, f"libvlc5 for {release} {arch} was not downloaded"
-    return files, None
+    write_index(dest, files)
+    return [*files, dest / "Packages", dest / "REQUESTED"], None
+
+
+def safe_name(filename: str) -> str:
+    """apt writes an epoch's ':' as '%3a'; a file: repository URL-decodes it and would not find the file."""
+    return filename.replace("%3a", "+epoch+")
+
+
+def write_index(dest: Path, debs: list[Path]) -> None:
+    """A flat apt repository over DEST: Packages (control fields + Filename/Size/SHA256, made here on the
+    laptop so the Pi runs no per-package tools), and REQUESTED, the packages first boot asks apt for."""
+    import hashlib
+
+    stanzas = []
+    for deb in debs:
+        control = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True,
+                                 check=True).stdout.rstrip("\n")
+        digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+        stanzas.append(f"{control}\nFilename: ./{deb.name}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n")
+    (dest / "Packages").write_text("\n".join(stanzas), encoding="utf-8")
+    (dest / "REQUESTED").write_text(" ".join(DEB_PACKAGES) + "\n", encoding="utf-8")

@@ -27,9 +27,15 @@ STUBS["useradd"] = LOGGING_STUB + (
     'echo "$1:x:999:" >> "$root/etc/group"\n'
 )
 # The Debian packages on the card: none installed yet; names and versions come from the file name.
-STUBS["dpkg-deb"] = LOGGING_STUB + 'b="$(basename "${@: -1}" .deb)"; IFS=_ read -r p v a <<< "$b"; echo "$p $v $a"\n'
+STUBS["dpkg-deb"] = LOGGING_STUB + (
+    'b="$(basename "${@: -1}" .deb)"; IFS=_ read -r p v a <<< "$b"\n'
+    'if [ "$1" = -f ]; then printf "Package: %s\\nVersion: %s\\nArchitecture: %s\\n" "$p" "$v" "$a"; '
+    'else echo "$p $v $a"; fi\n')
 STUBS["dpkg-query"] = LOGGING_STUB + "exit 1\n"
-STUBS["chroot"] = LOGGING_STUB
+# chroot records what apt would read as its only source, then logs the call
+STUBS["chroot"] = LOGGING_STUB + (
+    'root="$1"; [ -f "$root/var/cache/speaker-node/apt/sources.list" ] && '
+    'echo "cat-sources $(cat "$root/var/cache/speaker-node/apt/sources.list")" >> "$STUB_LOG"; true\n')
 # python3 -m venv ... DIR makes DIR/bin/python, itself a stub whose "pip install" creates the entry point.
 STUBS["python3"] = LOGGING_STUB + (
     'dir="${@: -1}"; mkdir -p "$dir/bin"\n'
@@ -141,9 +147,12 @@ def test_first_boot_moves_secrets_installs_units_and_removes_its_hook(scratch, n
     staged = root / "var" / "lib" / "speaker-node" / "update-staging" / "0.1.0"
     assert (staged / "speaker_node-0.1.0-py3-none-any.whl").exists()
     # libVLC: the card's Debian packages installed offline inside the image, none downloaded
-    apt = next(c for c in calls if c.startswith(f"chroot {root} apt-get install"))
-    assert "--no-download" in apt and "/var/cache/speaker-node/debs/libvlc5_3.0.21-0+deb12u1_arm64.deb" in apt
-    assert "vlc-plugin-base" in apt
+    apt = [c for c in calls if c.startswith(f"chroot {root} apt-get -o Dir::Etc::SourceList=")]
+    assert len(apt) == 2 and apt[0].endswith(" -q update") and " install -y " in apt[1]
+    assert apt[1].endswith(" libvlc5 vlc-plugin-base")
+    assert "Dir::State::Lists=/var/cache/speaker-node/apt/lists" in apt[1]  # only the card's repository
+    sources = [c for c in calls if c.startswith("cat-sources ")]
+    assert set(sources) == {"cat-sources deb [trusted=yes] file:/boot/firmware/speaker-node/bundle/debs ./"}
     pip_call = next(c for c in calls if c.startswith("venv-python"))
     assert "install --no-index --find-links" in pip_call and pip_call.endswith("speaker-node")
     assert f"{boot}/speaker-node/bundle" in pip_call

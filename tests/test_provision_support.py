@@ -162,6 +162,8 @@ def make_fake_bundle(path: Path, archs=("arm64",), pythons=("3.11",), releases=(
                 deb = folder / f"{pkg}_{arch}.deb"
                 deb.write_bytes(deb.name.encode())
                 files.append(deb)
-            debs[f"{release}-{arch}"] = files
+            (folder / "Packages").write_text("Package: libvlc5\n")
+            (folder / "REQUESTED").write_text("libvlc5 vlc-plugin-base\n")
+            debs[f"{release}-{arch}"] = [*files, folder / "Packages", folder / "REQUESTED"]
     write_manifest(path, list(archs), list(pythons), missing or [], debs)
     return path

@@ -145,7 +145,11 @@ else
     printf '127.0.1.1\t%s\n' "$NODE_ID" >> "$ROOT/etc/hosts"
 fi
 chmod 0644 "$ROOT/etc/hosts"
-if live; then hostnamectl set-hostname "$NODE_ID" 2>/dev/null || hostname "$NODE_ID" || true; fi
+# The running system's name too, when there is a hostnamed to ask (not in a chroot, whose UTS name is the
+# host's; not in the firstrun boot, which reboots into /etc/hostname anyway).
+if live && ! systemd-detect-virt --quiet --chroot 2>/dev/null; then
+    hostnamectl set-hostname "$NODE_ID" 2>/dev/null || log "hostname takes effect at the next boot"
+fi
 ln -sfn "/usr/share/zoneinfo/$TIMEZONE" "$ROOT/etc/localtime"
 echo "$TIMEZONE" > "$ROOT/etc/timezone"
 chmod 0644 "$ROOT/etc/timezone"
@@ -193,36 +197,40 @@ chmod 0644 "$ROOT/etc/ssh/sshd_config.d/10-speaker-node.conf"
 systemctl --root "${ROOT:-/}" disable userconfig.service 2>/dev/null || true
 
 # 4. libVLC from the Debian packages on the card (Raspberry Pi OS Lite has none) ------------------
-# Only packages that are absent or older than the carried version are installed, with apt resolving
-# the order among the local files: nothing is downloaded and nothing on the image is downgraded.
+# bundle/debs is a flat apt repository (Packages made on the laptop) and the only source apt sees here:
+# apt installs what REQUESTED needs and the image lacks, in order, checking dependencies; nothing is
+# downloaded from the network and nothing on the image is downgraded. (Local .deb paths on apt's
+# command line fail for packages with an epoch: "Pathname to install is not absolute".)
 step "Debian packages (libVLC) from the card"
 DEBS="$CARD/bundle/debs"
-if [ -d "$DEBS" ] && ls "$DEBS"/*.deb >/dev/null 2>&1; then
-    wanted=()
-    for deb in "$DEBS"/*.deb; do
-        read -r pkg ver arch < <(dpkg-deb -W --showformat='${Package} ${Version} ${Architecture}\n' "$deb")
-        [ "$arch" = all ] && qual="$pkg" || qual="$pkg:$arch"
-        have="$(dpkg-query --root="${ROOT:-/}" -W -f='${db:Status-Abbrev} ${Version}' "$qual" 2>/dev/null || true)"
-        if [[ "$have" == ii* ]] && dpkg --compare-versions "${have##* }" ge "$ver"; then continue; fi
-        wanted+=("$deb")
-    done
-    if [ "${#wanted[@]}" -gt 0 ]; then
-        log "installing ${#wanted[@]} Debian packages from $DEBS"
+if [ -f "$DEBS/Packages" ] && [ -f "$DEBS/REQUESTED" ]; then
+    read -r -a requested < "$DEBS/REQUESTED"
+    status="$(dpkg-query --root="${ROOT:-/}" -W -f='${db:Status-Abbrev}\n' "${requested[@]}" 2>/dev/null || true)"
+    if [ "$(grep -c '^ii' <<< "$status")" -eq "${#requested[@]}" ]; then
+        log "Debian packages ${requested[*]} are already installed"
+    else
+        # apt's own state for this one repository, away from the image's (its lists dir is cleaned by
+        # apt itself: nothing else may live in it)
+        local_apt="/var/cache/speaker-node/apt"
+        rm -rf "$ROOT$local_apt"
+        install -d -m 0755 "$ROOT$local_apt/lists/partial" "$ROOT$local_apt/parts" "$ROOT$local_apt/cache/archives/partial"
+        echo "deb [trusted=yes] file:${DEBS#"$ROOT"} ./" > "$ROOT$local_apt/sources.list"
+        apt_local=(-o "Dir::Etc::SourceList=$local_apt/sources.list" -o "Dir::Etc::SourceParts=$local_apt/parts"
+                   -o "Dir::State::Lists=$local_apt/lists" -o "Dir::Cache=$local_apt/cache"
+                   -o APT::Sandbox::User=root -o Acquire::Languages=none)
+        apt_update=(apt-get "${apt_local[@]}" -q update)
+        apt_install=(apt-get "${apt_local[@]}" install -y -q --no-install-recommends
+                     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${requested[@]}")
+        log "installing ${requested[*]} and what they need from $DEBS"
         if live; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download --no-install-recommends \
-                -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${wanted[@]}"
+            "${apt_update[@]}"
+            DEBIAN_FRONTEND=noninteractive "${apt_install[@]}"
         else
             # an image being customised: apt and the maintainer scripts run inside it
-            stage="/var/cache/speaker-node/debs"
-            install -d -m 0755 "$ROOT$stage"
-            inside=()
-            for deb in "${wanted[@]}"; do cp -f "$deb" "$ROOT$stage/"; inside+=("$stage/$(basename "$deb")"); done
-            DEBIAN_FRONTEND=noninteractive chroot "$ROOT" apt-get install -y -q --no-download \
-                --no-install-recommends "${inside[@]}"
-            rm -rf "${ROOT:?}$stage"
+            chroot "$ROOT" "${apt_update[@]}"
+            DEBIAN_FRONTEND=noninteractive chroot "$ROOT" "${apt_install[@]}"
         fi
-    else
-        log "Debian packages on the card are already installed"
+        rm -rf "$ROOT$local_apt"
     fi
 fi
 
