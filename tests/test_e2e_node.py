@@ -98,7 +98,7 @@ def test_signed_bulletin_is_played_into_a_wav_recorded_once_and_every_message_ma
         sim.send("play", body, ["c27787"])
         record = record_for(watcher, "ban-tin-e2e")
         assert record["result"] == "completed" and record["level"] == "priority" and record["sha256"] == body["sha256"]
-        assert [name for _, name, on in record["relays"] if on][:2] == ["amplifier", "main"]
+        assert [name for _, name, on in record["relays"] if on][:2] == ["amp", "main"]
         wavs = list((tmp_path / "state" / "wav").glob("*.wav"))
         assert len(wavs) == 1
         with wave.open(str(wavs[0])) as w:
@@ -210,7 +210,7 @@ def test_kill_9_mid_play_then_restart_leaves_relays_off_and_records_the_interrup
                                  and o.get("content_id") == "dai-6s" and o["id"] != interrupted["id"], 40)[1]
         assert again["result"] == "completed"
         # The new process started with every relay off: its first switching is the amplifier going on.
-        assert again["relays"][0][1:] == ["amplifier", True]
+        assert again["relays"][0][1:] == ["amp", True]
     finally:
         node.terminate()
         node.close()

@@ -39,7 +39,7 @@ def test_single_item_relay_order_and_timings(node):
     ]
     [record] = node.records()
     assert record["result"] == "completed" and record["seconds"] == pytest.approx(10, abs=0.01)
-    assert [name for _, name, _ in record["relays"]][:3] == ["amplifier", "north", "south"]
+    assert [name for _, name, _ in record["relays"]][:3] == ["amp", "north", "south"]
     assert not node.pin(AMP) and not node.pin(NORTH)
 
 
@@ -333,7 +333,7 @@ def test_synchronised_start_sounds_at_start_at_after_the_warm_up(node):
     [record] = node.records()
     assert record["started_at"] == pytest.approx(start.timestamp(), abs=0.01)
     amp_on = record["relays"][0]
-    assert amp_on[1:] == ["amplifier", True] and amp_on[0] <= start.timestamp() - 2.0  # warmed up in time
+    assert amp_on[1:] == ["amp", True] and amp_on[0] <= start.timestamp() - 2.0  # warmed up in time
 
 
 def test_commands_journalled_before_a_power_cut_wait_for_trusted_time_then_play(tmp_path, district_ws):

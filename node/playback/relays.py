@@ -20,6 +20,12 @@ from gpiozero import DigitalInputDevice, OutputDevice
 from node.errors import DeviceError, HardwareUnavailable
 
 AMPLIFIER = "amplifier"
+WIRE_AMPLIFIER = "amp"  # its name in everything the node sends (status relays, play record relays)
+
+
+def wire_relay_name(name: str) -> str:
+    """One name per relay on the wire: "amp" for the amplifier, the zone's own name otherwise."""
+    return WIRE_AMPLIFIER if name == AMPLIFIER else name
 
 
 @dataclass(frozen=True)

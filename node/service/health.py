@@ -18,7 +18,7 @@ from typing import Callable
 from node import __version__
 from node.filemodes import write_private
 from node.modem.supervision import RecoveryLadder, network_time_bound
-from node.playback.relays import AMPLIFIER, InputChanged
+from node.playback.relays import InputChanged, wire_relay_name
 from node.reporting import system
 from node.reporting.heartbeat import Heartbeat, alarms_from
 
@@ -226,7 +226,7 @@ class HealthService:
 def relay_states(relays) -> dict:
     if relays is None:
         return {}
-    return {("amp" if name == AMPLIFIER else name): on for name, on in relays.states().items()}
+    return {wire_relay_name(name): on for name, on in relays.states().items()}
 
 
 def request_reboot(runtime_dir: Path) -> None:

@@ -14,7 +14,7 @@ from node.adapters.broker import MessageReceived
 from node.loop import HandlerFailed
 from node.playback.player import PlayerEvent
 from node.playback.records import PlayRecord
-from node.playback.relays import InputChanged
+from node.playback.relays import InputChanged, wire_relay_name
 from node.reporting.outbox import OutboxPump, make_event
 from node.service.fetcher import FetchDone
 from node.service.health import LadderDone, ModemReading, relay_states
@@ -33,7 +33,8 @@ def record_payload(record: PlayRecord, node_id: str, now: float) -> dict:
             "source": record.source, "command_id": record.command_id, "slot_id": record.slot_id,
             "scheduled_at": record.scheduled_at, "started_at": record.started_at, "ended_at": record.ended_at,
             "seconds": record.seconds_played, "result": record.result.value, "volume": record.volume,
-            "relays": [[t, name, on] for t, name, on in record.relays][:64], "reason": record.failure_reason,
+            "relays": [[t, wire_relay_name(name), on] for t, name, on in record.relays][:64],
+            "reason": record.failure_reason,
             "title": record.title}
 
 

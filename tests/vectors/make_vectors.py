@@ -242,10 +242,10 @@ def cases() -> list[tuple[str, str, bytes, dict, dict]]:
     add("schedule-duplicate-ignored", "Schedule version 4 again (already applied).",
         sign(command("schedule", schedule_body(4), cid=cid("sched-4")), ["schedule"]), ignored("duplicate"))
     add("config-accepted", "Config version 8 signed by the schedule key (which holds the config role).",
-        sign(command("config", {"version": 8, "settings": {"audio.volume": 70, "heartbeat.interval": 60}},
+        sign(command("config", {"version": 8, "settings": {"audio.default_volume": 70, "health.heartbeat_full": 900}},
                      cid=cid("config-8")), ["schedule"]), ok)
     add("config-by-bulletin-rejected", "A bulletin key tries to change configuration.",
-        sign(command("config", {"version": 8, "settings": {"audio.volume": 100}}, cid=cid("config-bul")),
+        sign(command("config", {"version": 8, "settings": {"audio.default_volume": 100}}, cid=cid("config-bul")),
              ["bulletin"]), no("role_not_allowed"))
     add("stop-emergency-one-signature-accepted", "Cancelling an emergency needs one emergency key.",
         sign(command("stop", {"content_id": None, "level": "emergency", "all": False}, cid=cid("stop-em")),
