@@ -223,14 +223,18 @@ def test_vietnam_operators_by_mcc_mnc():
     ]
 
 
-def test_iccid_variants_strip_trailing_f():
-    for line in (
-        "+QCCID: 89840480000123456789",
-        "+ICCID: 8984048000012345678F",
-        '+CCID: "8984048000012345678"',
-        "8984048000012345678",
-    ):
-        assert parse.parse_iccid([line]) in ("89840480000123456789", "8984048000012345678")
+@pytest.mark.parametrize("line,iccid", [
+    ("+QCCID: 89840480000123456789", "89840480000123456789"),   # 20 digits: kept whole
+    ("+ICCID: 8984048000012345678F", "8984048000012345678"),    # 19 digits padded with F: F dropped
+    ('+CCID: "8984048000012345678"', "8984048000012345678"),
+    ("+CICCID: 8984048000012345678", "8984048000012345678"),
+    ("8984048000012345678", "8984048000012345678"),
+])
+def test_iccid_variants_strip_trailing_f(line, iccid):
+    assert parse.parse_iccid([line]) == iccid
+
+
+def test_too_short_iccid_is_refused():
     with pytest.raises(RemoteDataError):
         parse.parse_iccid(["+QCCID: 1234"])
 
