@@ -211,8 +211,16 @@ class Scenario:
         radio = make_tone(self.media / "vov1.wav", seconds=14, freq=523.0)
         url = self.box.content.publish_live(radio, "live/vov1")
         plain = url.replace("https://", "http://", 1)
-        self.sim.send("live", {"url": plain, "max_duration": 60, "level": "normal", "grace": 3}, [self.first])
-        self.tl.say(f"district sends a live relay over plain http ({plain})")
+        # The district tool itself refuses to sign this (it runs the node's parser first), so it is signed
+        # around that check, as an old or misconfigured district tool would: the node must refuse it.
+        from node.trust.envelope import PAYLOAD_COMMAND
+        from provisioning.district import signing
+
+        command = self.sim.command("live", {"url": plain, "max_duration": 60, "level": "normal", "grace": 3},
+                                   [self.first])
+        self.sim.send_envelope(signing.sign_envelope(PAYLOAD_COMMAND, signing.encode_body(command),
+                                                     self.sim.ws.signing_keys(command)), [self.first])
+        self.tl.say(f"a district tool that skips the check sends a live relay over plain http ({plain})")
         refused = self._event(self.first, lambda o: o.get("type") == "rejected"
                               and (o.get("data") or {}).get("reason") == "live_url_refused")
         ok = self.check("plain-http live relay refused with reason code live_url_refused", bool(refused))
@@ -246,8 +254,10 @@ class Scenario:
         return ok
 
     def run(self, extra_steps=()) -> bool:
-        steps = [self.all_online, self.signed_bulletin, self.forged_and_replayed, self.programme_and_emergency,
-                 self.live_relay, self.heartbeat_and_door, *extra_steps]
+        # The live relay runs while nothing is on air: a normal-level relay waits behind a running
+        # programme slot (priority "plays first" but never cuts), and would expire in the queue.
+        steps = [self.all_online, self.signed_bulletin, self.forged_and_replayed, self.live_relay,
+                 self.programme_and_emergency, self.heartbeat_and_door, *extra_steps]
         ok = True
         for step in steps:
             ok &= step()

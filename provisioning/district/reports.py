@@ -206,6 +206,16 @@ def month_report(store: RecordStore, workspace: Path, month: str, *, by: str = "
                         elapsed_days=elapsed, first_day=first_day)
 
 
+def print_month_report(db: str, workspace, *, tz: str = DEFAULT_TZ) -> None:
+    """This month's proof-of-play report from a records database (the demo ends with it)."""
+    store = RecordStore.open(db, workspace)
+    try:
+        month = dt.datetime.now(ZoneInfo(tz)).strftime("%Y-%m")
+        print(render(month_report(store, Path(workspace), month, tz=tz)))
+    finally:
+        store.close()
+
+
 # --- command lines --------------------------------------------------------------------------------
 
 def _open(args) -> RecordStore | None:
