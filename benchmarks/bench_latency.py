@@ -89,11 +89,11 @@ def measure(tmp: Path, runs: int, broker_conf: str) -> tuple[list[float], list[f
         clip = tone_wav(tmp / "siren.wav", 0.5)
         fields = signing.content_fields(clip)
         content_id = "bench-siren"
-        node = InProcessNode(ident.config, prepare=lambda app: app.parts.onair.cache.import_file(
+        node = InProcessNode(ident.config, prepare=lambda app: app.cache.import_file(
             clip, fields["sha256"], fields["length"], content_id, "wav"))
         node.wait_connected()
         sim = DistrictSimulator(box.workspace, broker.address)
-        history = node.app.parts.relays.history
+        history = node.app.relays.history
         wav_dir = Path(node.cfg.audio.wav_dir)
         body = {"content_id": content_id, "level": "emergency", "url": None, **fields, "volume": None,
                 "start_at": None, "zones": None}
@@ -119,7 +119,7 @@ def measure(tmp: Path, runs: int, broker_conf: str) -> tuple[list[float], list[f
             sim.send("stop", {"all": True}, [ident.node_id])
             if wait(lambda: amp_edge(history, t0, False, mark), 10) is None:
                 raise RuntimeError("amplifier did not switch off after stop-all")
-            wait(lambda: True if node.app.parts.onair.on is None else None, 5)
+            wait(lambda: True if node.app.onair.on is None else None, 5)
     finally:
         if sim:
             sim.close()

@@ -39,8 +39,8 @@ from common import (  # noqa: E402
 from provisioning.district.box import DistrictInABox  # noqa: E402
 
 # What `speaker-node run --simulate` imports by the time it is connected (node.wiring imports most of
-# its parts lazily inside build_parts).
-DAEMON_MODULES = ("node.daemon, node.wiring, node.service.parts, node.service.onair, node.service.health, "
+# its parts lazily inside NodeApp).
+DAEMON_MODULES = ("node.daemon, node.app, node.wiring, node.service.onair, node.service.health, "
                   "node.service.intake, node.playback.player, node.playback.relays, node.content.download, "
                   "node.content.cache, node.reporting.outbox, node.modem.simulator, node.modem.at, "
                   "gpiozero.pins.mock, vlc")

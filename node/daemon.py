@@ -1,6 +1,7 @@
 """`speaker-node run --config FILE [--simulate]`: the node daemon.
 
-The start sequence reads top to bottom; everything started is stopped in reverse in `finally`.
+The start sequence reads top to bottom (node.app.NodeApp builds the parts in order); one ExitStack
+stops what started and closes what was built, in reverse, however the run ends.
 Exit codes systemd understands: 0 clean stop (SIGTERM), 78 EX_CONFIG only for a configuration a person
 must fix (the unit does not restart it: RestartPreventExitStatus=78), 69 EX_UNAVAILABLE when the GPIO
 pins cannot be opened (missing chip, pins busy: restarted, after GPIO_RETRY_DELAY so a freed pin is
@@ -12,6 +13,7 @@ plays what it can prove (docs/storage.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -63,40 +65,38 @@ def main(argv: list[str]) -> int:
     if args.simulate and not cfg.node.simulate:
         cfg = load_config_simulated(args.config)
 
-    from node.wiring import build_app  # imported after the config check: a bad config exits fast
+    from node.app import NodeApp  # imported after the config check: a bad config exits fast
 
-    try:
-        app = build_app(cfg)
-    except ConfigError as exc:
-        print(report(exc, args.config), file=sys.stderr)
-        return EX_CONFIG
-    except HardwareUnavailable as exc:
-        from node.adapters.systemd_notify import Notifier
+    with contextlib.ExitStack() as running:
+        try:
+            app = NodeApp(cfg)  # a part failing here closes the ones already built (relays end off)
+        except ConfigError as exc:
+            print(report(exc, args.config), file=sys.stderr)
+            return EX_CONFIG
+        except HardwareUnavailable as exc:
+            from node.adapters.systemd_notify import Notifier
 
-        print(f"speaker-node: GPIO unavailable, retrying in {GPIO_RETRY_DELAY:.0f} s: {exc}", file=sys.stderr)
-        Notifier().notify(f"STATUS=GPIO unavailable: {exc}")
-        time.sleep(GPIO_RETRY_DELAY)
-        return EX_UNAVAILABLE
-    except OSError as exc:  # e.g. the runtime tmpfs; never a configuration error: try again
-        print(f"speaker-node: cannot start yet: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+            print(f"speaker-node: GPIO unavailable, retrying in {GPIO_RETRY_DELAY:.0f} s: {exc}", file=sys.stderr)
+            Notifier().notify(f"STATUS=GPIO unavailable: {exc}")
+            time.sleep(GPIO_RETRY_DELAY)
+            return EX_UNAVAILABLE
+        except OSError as exc:  # e.g. the runtime tmpfs; never a configuration error: try again
+            print(f"speaker-node: cannot start yet: {exc}", file=sys.stderr)
+            return EX_TEMPFAIL
+        running.callback(app.close)
 
-    def on_signal(signum, frame):
-        log.info("signal %d: stopping", signum)
-        app.loop.stop()
+        def on_signal(signum, frame):
+            log.info("signal %d: stopping", signum)
+            app.loop.stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        running.callback(app.shutdown)  # runs before close: playback and relays off, final acks, offline
         app.start()
         app.loop.run()
-    finally:
-        app.shutdown()
-        app.close()
-    restarter = app.parts.restarter
     # After a software update switch: exit 75 for systemd, or exec the guard (simulation); never returns
     # when it execs.
-    code = restarter.after_shutdown() if restarter else None
+    code = app.restarter.after_shutdown()
     return code if code is not None else 0
 
 

@@ -16,15 +16,8 @@ from pathlib import Path
 
 from node.adapters.backoff import Backoff
 from node.adapters.broker import MqttBroker, tls_context
-from node.adapters.store import StateStore
-from node.adapters.system_clock import SystemClock
-from node.adapters.systemd_notify import Notifier
-from node.app import NodeApp
 from node.errors import ConfigError, DeviceError, HardwareUnavailable, RemoteDataError
 from node.filemodes import private_dir, private_files
-from node.loop import EventLoop
-from node.service import settings
-from node.trust.commands import Limits
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -45,7 +38,7 @@ def runtime_dir(cfg) -> Path:
     return Path(cfg.storage.runtime_dir)
 
 
-def _private_dir_if_possible(path) -> Path:
+def private_dir_if_possible(path) -> Path:
     """private_dir, but a read-only or failing card only logs: the stores then run degraded."""
     try:
         return private_dir(path)
@@ -54,7 +47,7 @@ def _private_dir_if_possible(path) -> Path:
         return Path(path)
 
 
-def _private_files_if_possible(path) -> None:
+def private_files_if_possible(path) -> None:
     try:
         private_files(path)
     except OSError as exc:
@@ -78,202 +71,149 @@ def hold_daemon_lock(cfg):
     return fd
 
 
-def build_app(cfg, *, clock=None, notifier=None, make_broker=None, pin_factory=None, player=None) -> NodeApp:
-    state_dir = _private_dir_if_possible(cfg.storage.state_dir)
-    lock_fd = hold_daemon_lock(cfg)
-    clock = clock or SystemClock(cfg.clock.ntp_sync_file)
-    loop = EventLoop(clock.monotonic)
-    # Never raises for the medium: a damaged state.db is rebuilt, a full or read-only one runs in memory.
-    store = StateStore(state_dir / "state.db")
-    _private_files_if_possible(state_dir / "state.db")
-    cfg = settings.apply_stored(cfg, store)  # signed remote settings accepted earlier
-    if make_broker is None:
-        _check_files(cfg)
-        try:
-            tls = tls_context(cfg.broker.ca_file, cfg.broker.cert_file, cfg.broker.key_file)
-        except (OSError, ValueError) as exc:
-            raise ConfigError([f"broker TLS files: {exc}"]) from None
+def build_app(cfg, **injected):
+    """The node, built in order (node.app.NodeApp); `injected` replaces adapters in tests and benchmarks:
+    clock, notifier, make_broker, pin_factory, player."""
+    from node.app import NodeApp
 
-        def make_broker(**kw):
-            return MqttBroker(
-                client_id=cfg.node.id, servers=cfg.broker.servers, tls=tls, keepalive=cfg.broker.keepalive,
-                session_expiry=cfg.broker.session_expiry, failback_interval=cfg.broker.failback_interval,
-                backoff=Backoff(cfg.broker.reconnect_min, cfg.broker.reconnect_max), **kw)
-
-    birth = store.next_birth()
-    parts = build_parts(cfg, loop=loop, clock=clock, store=store, birth=birth, pin_factory=pin_factory,
-                        player=player)
-    app = NodeApp(cfg, loop=loop, store=store, notifier=notifier or Notifier(), clock=clock, birth=birth,
-                  make_broker=make_broker, parts=parts)
-
-    def close():
-        import os
-
-        store.close()
-        os.close(lock_fd)
-
-    app.close = close
-    return app
+    return NodeApp(cfg, **injected)
 
 
-def build_parts(cfg, *, loop, clock, store, birth, pin_factory=None, player=None):
-    from node.content.cache import ContentCache
-    from node.content.download import Downloader, DownloadLimits
-    from node.playback.relays import Inputs, InputSpec, RelayBoard, RelaySpec
-    from node.reporting.heartbeat import encode
-    from node.service.fetcher import Fetcher
-    from node.service.health import HealthService, ModemPoller, request_reboot
-    from node.service.intake import CommandIntake, TrustedTime, TrustKeeper, load_clock_trust
-    from node.service.onair import OnAir
-    from node.service.parts import NodeParts
-    from node.service.storage import StorageWatch, open_outbox, restore_documents
-
-    closers = []
-    run_dir = private_dir(runtime_dir(cfg))
-    state_dir = Path(cfg.storage.state_dir)
+# --- one factory per outside thing, called in order by NodeApp -------------------------------------
+def broker_factory(cfg):
+    """The real MQTT client over mutual TLS (the files are checked here: a missing one is config)."""
+    _check_files(cfg)
     try:
-        trust = TrustKeeper(Path(cfg.trust.file).read_bytes(), store)
+        tls = tls_context(cfg.broker.ca_file, cfg.broker.cert_file, cfg.broker.key_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"broker TLS files: {exc}"]) from None
+
+    def make_broker(**kw):
+        return MqttBroker(
+            client_id=cfg.node.id, servers=cfg.broker.servers, tls=tls, keepalive=cfg.broker.keepalive,
+            session_expiry=cfg.broker.session_expiry, failback_interval=cfg.broker.failback_interval,
+            backoff=Backoff(cfg.broker.reconnect_min, cfg.broker.reconnect_max), **kw)
+
+    return make_broker
+
+
+def trust_keeper(cfg, store):
+    from node.service.intake import TrustKeeper
+
+    try:
+        return TrustKeeper(Path(cfg.trust.file).read_bytes(), store)
     except OSError as exc:
         raise ConfigError([f"trust.file: {exc}"]) from None
     except RemoteDataError as exc:
         raise ConfigError([f"trust.file: {cfg.trust.file} is not a valid root trust document ({exc})"]) from None
 
-    if pin_factory is None and cfg.node.simulate:
-        from gpiozero.pins.mock import MockFactory
 
-        pin_factory = MockFactory()
-    relays = inputs = None
+def simulated_pins(cfg):
+    """gpiozero's MockFactory in simulation; None on a Pi (gpiozero picks the real pin library)."""
+    if not cfg.node.simulate:
+        return None
+    from gpiozero.pins.mock import MockFactory
+
+    return MockFactory()
+
+
+def relay_board(cfg, pin_factory, clock):
+    from node.playback.relays import RelayBoard, RelaySpec
+
+    if cfg.relays.amplifier is None:
+        return None
     try:
-        if cfg.relays.amplifier is not None:
-            relays = RelayBoard(RelaySpec(cfg.relays.amplifier.pin, cfg.relays.amplifier.active_high),
-                                {z.name: RelaySpec(z.pin, z.active_high) for z in cfg.relays.zones},
-                                pin_factory=pin_factory, clock=clock.monotonic)
-            closers.append(relays.close)
-        specs = {name: InputSpec(spec.pin, spec.active_high) for name in ("door", "mains", "amp_fault",
-                                                                          "relay_feedback")
-                 if (spec := getattr(cfg.inputs, name)) is not None}
-        if specs:
-            inputs = Inputs(specs, post_event=loop.post, pin_factory=pin_factory, debounce=cfg.inputs.debounce)
-            closers.append(inputs.close)
-            if cfg.node.simulate:
-                _simulated_inputs_at_rest(pin_factory, cfg)
-                time.sleep(cfg.inputs.debounce * 2 + 0.02)  # let the simulated cabinet settle
+        return RelayBoard(RelaySpec(cfg.relays.amplifier.pin, cfg.relays.amplifier.active_high),
+                          {z.name: RelaySpec(z.pin, z.active_high) for z in cfg.relays.zones},
+                          pin_factory=pin_factory, clock=clock.monotonic)
+    except HardwareUnavailable:
+        raise  # not configuration: the daemon exits 69 and is restarted
+    except DeviceError as exc:
+        raise ConfigError([f"relays/inputs: {exc}"]) from None
+
+
+def cabinet_inputs(cfg, pin_factory, loop):
+    from node.playback.relays import Inputs, InputSpec
+
+    specs = {name: InputSpec(spec.pin, spec.active_high)
+             for name in ("door", "mains", "amp_fault", "relay_feedback")
+             if (spec := getattr(cfg.inputs, name)) is not None}
+    if not specs:
+        return None
+    try:
+        inputs = Inputs(specs, post_event=loop.post, pin_factory=pin_factory, debounce=cfg.inputs.debounce)
     except HardwareUnavailable:
         raise
     except DeviceError as exc:
         raise ConfigError([f"relays/inputs: {exc}"]) from None
+    if cfg.node.simulate:
+        _simulated_inputs_at_rest(pin_factory, cfg)
+        time.sleep(cfg.inputs.debounce * 2 + 0.02)  # let the simulated cabinet settle
+    return inputs
 
-    downloader = Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
-                            key_file=cfg.broker.key_file, limits=DownloadLimits(max_bytes=cfg.audio.max_audio_mb * MB))
-    if player is None:
-        from node.content.live import LiveOpener
-        from node.playback.player import VlcPlayer
 
-        # Live relays are opened by the node with the downloads' TLS context (district CA, our client
-        # certificate) and fed to libVLC through a pipe: libVLC never opens a network connection.
-        player = VlcPlayer(loop.post, output=cfg.audio.output, device=cfg.audio.device,
-                           wav_path=Path(cfg.audio.wav_dir) / "{item_id}.wav",
-                           open_stream=LiveOpener(downloader.context))
-    closers.append(player.close)
-    cache = ContentCache(_private_dir_if_possible(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB,
-                         state_dir / "cache.db")
-    _private_files_if_possible(state_dir / "cache.db")
+def audio_player(cfg, loop, downloader):
+    from node.content.live import LiveOpener
+    from node.playback.player import VlcPlayer
+
+    # Live relays are opened by the node with the downloads' TLS context (district CA, our client
+    # certificate) and fed to libVLC through a pipe: libVLC never opens a network connection.
+    return VlcPlayer(loop.post, output=cfg.audio.output, device=cfg.audio.device,
+                     wav_path=Path(cfg.audio.wav_dir) / "{item_id}.wav", open_stream=LiveOpener(downloader.context))
+
+
+def content_cache(cfg):
+    from node.content.cache import ContentCache
+
+    cache = ContentCache(private_dir_if_possible(cfg.storage.cache_dir), cfg.storage.cache_quota_mb * MB,
+                         Path(cfg.storage.state_dir) / "cache.db")
+    private_files_if_possible(Path(cfg.storage.state_dir) / "cache.db")
     try:
         cache.sweep()
     except OSError as exc:  # a read-only cache keeps its stale partials until the medium is back
         log.error("cache sweep skipped: %s", exc)
-    closers.append(cache.close)
-    fetcher = Fetcher(downloader, loop.post)
-    closers.append(fetcher.close)
-    outbox, outbox_fault = open_outbox(state_dir / "outbox.db", node_id=cfg.node.id,
-                                       max_rows=cfg.health.outbox_max_rows,
-                                       max_event_rows=min(20_000, cfg.health.outbox_max_rows),
-                                       resend_after=cfg.health.resend_after, resend_max=cfg.health.resend_max)
-    closers.append(outbox.close)
-    _private_files_if_possible(state_dir / "outbox.db")
-
-    limits = Limits(max_envelope_bytes=cfg.trust.max_message_bytes, audio_max_bytes=cfg.audio.max_audio_mb * MB,
-                    audio_max_duration=cfg.audio.max_duration, skew_seconds=cfg.trust.clock_skew)
-    restore_documents(store, trust, limits)  # a rebuilt state.db gets the safe copy's schedule, verified
-    parts_ref: dict = {}
-    clock_trust = load_clock_trust(store)
-
-    def emit_event(t, d):
-        parts_ref["parts"].emit_event(t, d)
-
-    def emit_record(r):
-        parts_ref["parts"].emit_record(r)
-
-    onair = OnAir(cfg=cfg, loop=loop, clock=clock, now_trusted=TrustedTime(clock, clock_trust).now, player=player,
-                  relays=relays, inputs_state=lambda: parts_ref["parts"].health.inputs, cache=cache, fetcher=fetcher,
-                  store=store,
-                  emit_event=emit_event, emit_record=emit_record, max_queue=cfg.audio.max_queue, limits=limits)
-    from node.update.wire import build_update_service
-
-    def update_health() -> dict[str, bool]:
-        """What a new version must show before it is committed (the self-test's core, live)."""
-        parts = parts_ref.get("parts")
-        app = parts.app if parts else None
-        return {"broker_connected": bool(app and app.link.connected),
-                "status_published": bool(app and app.status_published),
-                "trust_loaded": trust.document is not None,
-                "player_ready": player is not None}
-
-    def make_downloader(max_bytes):
-        return Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file,
-                          key_file=cfg.broker.key_file, limits=DownloadLimits(max_bytes=max_bytes))
-
-    updates, restarter = build_update_service(
-        cfg, loop=loop, clock=clock, emit=emit_event, trust_keeper=trust, onair=onair,
-        now_trusted=TrustedTime(clock, clock_trust).now, health_checks=update_health,
-        downloader_factory=make_downloader, request_install=lambda: _request_install(run_dir))
-    intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=trust, clock=clock,
-                           clock_trust=clock_trust, limits=limits, max_message_bytes=cfg.trust.max_message_bytes,
-                           dispatcher=onair, emit=emit_event, on_update=updates.on_command)
-    onair.read_stored = intake.read_stored
-
-    def publish_full(payload):
-        parts_ref["parts"].app.publish_status(payload)
-
-    def publish_delta(payload):
-        app = parts_ref["parts"].app
-        app.broker.publish(app.topics.delta, encode(payload), qos=0)
-
-    modem_poller = None
-    power_cycle = None
-    if cfg.modem.power_cycle is not None:
-        power_cycle = _power_cycler(cfg.modem.power_cycle, pin_factory, loop)
-    health = HealthService(cfg=cfg, birth=birth, clock=clock, publish_full=publish_full,
-                           publish_delta=publish_delta, emit_event=emit_event,
-                           collect=lambda: parts_ref["parts"].collect(), runtime_dir=run_dir,
-                           power_cycle=power_cycle, reboot=lambda: request_reboot(run_dir))
-    onair.health = health
-    if cfg.modem.enabled:
-        open_port = _modem_opener(cfg, closers)
-        modem_poller = ModemPoller(open_port, cfg.modem.poll_interval, loop.post)
-        health.poller = modem_poller
-    if cfg.node.simulate:
-        closers.append(_SimControl(run_dir / "sim.sock", pin_factory, cfg).close)
-    parts = NodeParts(cfg=cfg, loop=loop, clock=clock, store=store, outbox=outbox, intake=intake, onair=onair,
-                      health=health, relays=relays, inputs=inputs, player=player, fetcher=fetcher,
-                      modem_poller=modem_poller, closers=closers, updates=updates, restarter=restarter)
-    parts_ref["parts"] = parts
-    onair.changed = parts.kick
-    parts.storage = StorageWatch(loop=loop, store=store, outbox=outbox, outbox_path=state_dir / "outbox.db",
-                                 outbox_fault=outbox_fault, cache=cache, emit_event=emit_event,
-                                 trusted_now=TrustedTime(clock, clock_trust).now, retry_s=cfg.storage.fault_retry)
-    parts.storage.on_change = parts.kick
-    closers.append(parts.storage.close)
-    return parts
+    except BaseException:
+        cache.close()
+        raise
+    return cache
 
 
-def _request_install(run_dir: Path) -> None:
+def downloader(cfg, max_bytes: int):
+    from node.content.download import Downloader, DownloadLimits
+
+    return Downloader(ca_file=cfg.broker.ca_file, cert_file=cfg.broker.cert_file, key_file=cfg.broker.key_file,
+                      limits=DownloadLimits(max_bytes=max_bytes))
+
+
+def fetcher(loop, downloader):
+    from node.service.fetcher import Fetcher
+
+    return Fetcher(downloader, loop.post)
+
+
+def modem_poller(cfg, loop, closing):
+    """The modem's poller thread (started by NodeApp.start), or None; `closing` (an ExitStack) gets the
+    modem simulator's close in simulation."""
+    from node.service.health import ModemPoller
+
+    if not cfg.modem.enabled:
+        return None
+    return ModemPoller(_modem_opener(cfg, closing), cfg.modem.poll_interval, loop.post)
+
+
+def power_cycler(cfg, pin_factory, loop):
+    if cfg.modem.power_cycle is None:
+        return None
+    return _power_cycler(cfg.modem.power_cycle, pin_factory, loop)
+
+
+def request_install(run_dir: Path) -> None:
     """Ask the root-only speaker-update.service (a path unit watches this file) to install and switch."""
     request = run_dir / "update.request"
     request.write_text("install\n")
 
 
-def _modem_opener(cfg, closers):
+def _modem_opener(cfg, closing):
     from node.modem.at import ATPort
 
     port = cfg.modem.port
@@ -283,7 +223,7 @@ def _modem_opener(cfg, closers):
         from node.modem.simulator import ModemSimulator
 
         simulator = ModemSimulator("ec25", link=Path(runtime_dir(cfg)) / "ttyModemAT")
-        closers.append(simulator.close)
+        closing.callback(simulator.close)
         port = simulator.port
 
     def open_port():
@@ -323,7 +263,7 @@ def _drive(pin_factory, spec, active: bool) -> None:
     pin.drive_high() if high else pin.drive_low()
 
 
-class _SimControl:
+class SimControl:
     """Simulation only: a Unix datagram socket that lets the demo (or a person) act on the simulated
     cabinet: {"input": "door", "active": true} opens the door."""
 

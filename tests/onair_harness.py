@@ -37,7 +37,8 @@ def make_wav(path: Path, seconds: float, rate: int = 8000) -> Path:
 
 class VirtualNode:
     def __init__(self, tmp: Path, ws: Path, node_id: str = "27787-01", *, start: dt.datetime = T0,
-                 clock: FakeClock | None = None, state_dir: Path | None = None, extra_toml: str = ""):
+                 clock: FakeClock | None = None, state_dir: Path | None = None, extra_toml: str = "",
+                 notifier=None):
         self.tmp, self.ws, self.node_id = tmp, ws, node_id
         self.clock = clock or FakeClock(start)
         self.state_dir = state_dir or tmp / "state"
@@ -79,9 +80,9 @@ enabled = false
         self.pins = MockFactory()
         self.durations: dict[str, float] = {}
         self.app = build_app(self.cfg, clock=self.clock, make_broker=lambda **kw: FakeBroker(**kw),
-                             pin_factory=self.pins, player=_player_for(self))
+                             pin_factory=self.pins, player=_player_for(self), notifier=notifier)
         self.broker: FakeBroker = self.app.broker
-        self.player: FakePlayer = self.app.parts.player
+        self.player: FakePlayer = self.app.player
         self.district = Workspace.load(ws)
         self.app.start()
         self.run(0)
@@ -111,7 +112,7 @@ enabled = false
         """A clip in the node's cache (as if downloaded) and its signed fields."""
         path = make_wav(self.tmp / f"{name}.wav", seconds)
         fields = signing.content_fields(path, duration=seconds)
-        self.app.parts.onair.cache.import_file(path, fields["sha256"], fields["length"], name, "wav")
+        self.app.cache.import_file(path, fields["sha256"], fields["length"], name, "wav")
         self.durations[fields["sha256"]] = seconds
         return {"content_id": name, **fields, "url": None}
 
@@ -146,7 +147,7 @@ enabled = false
         return [json.loads(p) for t, p, _, _ in self.broker.published if t.endswith("/events")]
 
     def relay_history(self) -> list[tuple[float, str, bool]]:
-        return list(self.app.parts.relays.history)
+        return list(self.app.relays.history)
 
     def set_input(self, name: str, active: bool, timeout: float = 2.0) -> None:
         """Drive a cabinet input and wait (real time) until the node's loop has seen the debounced change:
@@ -157,7 +158,7 @@ enabled = false
         pin = self.pins.pin(spec.pin)
         pin.drive_high() if active == spec.active_high else pin.drive_low()
         deadline = time.monotonic() + timeout
-        while self.app.parts.health.inputs.get(name) != active:
+        while self.app.health.inputs.get(name) != active:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"input {name} never became {active}")
             time.sleep(0.005)

@@ -116,12 +116,12 @@ def test_busy_gpio_pin_is_hardware_unavailable_not_a_config_error():
 
 
 def test_daemon_exits_69_for_unavailable_gpio_which_the_unit_restarts(tmp_path, monkeypatch, capsys):
-    from node import daemon, wiring
+    from node import app, daemon
 
     def busy(cfg):
         raise HardwareUnavailable("cannot open relay pins: pin 17 in use")
 
-    monkeypatch.setattr(wiring, "build_app", busy)
+    monkeypatch.setattr(app, "NodeApp", busy)  # the daemon builds the node with node.app.NodeApp
     monkeypatch.setattr(daemon, "GPIO_RETRY_DELAY", 0.0)
     assert daemon.main(["--config", str(config_with(tmp_path, '["10.0.2.2:8883"]'))]) == EX_UNAVAILABLE == 69
     assert "GPIO unavailable" in capsys.readouterr().err

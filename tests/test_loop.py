@@ -77,7 +77,7 @@ def test_daemon_reports_handler_failed_and_keeps_playing(tmp_path, district_ws, 
     node = VirtualNode(tmp_path, district_ws)
     try:
         assert node.app.loop.strict is False
-        real_on_play = node.app.parts.onair.on_play
+        real_on_play = node.app.onair.on_play
         calls = []
 
         def buggy_on_play(command, envelope):
@@ -86,7 +86,7 @@ def test_daemon_reports_handler_failed_and_keeps_playing(tmp_path, district_ws, 
                 raise KeyError("zones")
             return real_on_play(command, envelope)
 
-        monkeypatch.setattr(node.app.parts.onair, "on_play", buggy_on_play)
+        monkeypatch.setattr(node.app.onair, "on_play", buggy_on_play)
         clip = node.clip("ban-tin", 3)
         node.play(clip)
         (report,) = node.events("handler_failed")

@@ -203,12 +203,12 @@ def test_amplifier_fault_during_play_is_failed_to_sound_and_latched_until_a_good
     node.run(60)
     [failed] = node.records()
     assert failed["result"] == "failed" and failed["reason"] == "amp_fault"
-    assert node.app.parts.onair.failed_to_sound == "amp_fault"
-    assert "failed_to_sound" in node.app.parts.health.snapshot()["alarms"]
+    assert node.app.onair.failed_to_sound == "amp_fault"
+    assert "failed_to_sound" in node.app.health.snapshot()["alarms"]
     node.play(node.clip("b", 5))
     node.run(60)
     assert node.records()[-1]["result"] == "completed"
-    assert node.app.parts.onair.failed_to_sound is None
+    assert node.app.onair.failed_to_sound is None
 
 
 def test_live_stream_that_drops_reconnects_within_grace(node):
@@ -240,7 +240,7 @@ def test_signed_config_changes_whitelisted_settings_and_refuses_the_rest(node):
               valid_for=86400)
     [applied] = node.events("config_applied")
     assert applied["data"]["keys"] == ["audio.default_volume", "relays.idle_hold"]
-    assert node.app.parts.onair.sequencer.idle_hold == 5 and node.cfg.audio.default_volume == 55
+    assert node.app.onair.sequencer.idle_hold == 5 and node.cfg.audio.default_volume == 55
     node.send("config", {"version": 2, "settings": {"trust.file": "/tmp/evil.json"}}, valid_for=86400)
     node.send("config", {"version": 3, "settings": {"audio.default_volume": 500}}, valid_for=86400)
     refused = node.events("config_refused")
@@ -258,7 +258,7 @@ def test_link_down_climbs_the_recovery_ladder_up_to_a_reboot_request_and_reports
     request file that the root-owned speaker-reboot.path watches (the daemon itself is unprivileged)."""
     from node.service.health import ModemReading
 
-    health = node.app.parts.health
+    health = node.app.health
     health.broker_connected = False
     for _ in range(3 * 60):                       # three hours, one modem poll a minute
         node.app.loop.post(ModemReading(None, "ModemGone: port vanished"))
@@ -375,7 +375,7 @@ def test_clip_gone_from_the_cache_at_play_time_fails_and_the_next_item_plays(nod
     node.play(first)
     node.play(second)
     node.run(5)
-    node.app.parts.onair.cache.path_for(second["sha256"]).unlink()   # evicted or corrupted meanwhile
+    node.app.cache.path_for(second["sha256"]).unlink()   # evicted or corrupted meanwhile
     node.play(node.clip("tiep", 6))   # (6 s: a 5 s clip would be the same bytes, re-filling the cache)
     node.run(100)
     got = [(r["content_id"], r["result"], r["reason"]) for r in node.records()]
@@ -431,7 +431,7 @@ def test_trust_update_over_mqtt_revokes_a_key_and_survives_a_restart(tmp_path, d
         node.close()
         (ws / "trust.json").write_bytes(v1)     # the SD card still holds the provisioned version 1
         node = VirtualNode(tmp_path / "a", ws, clock=clock, state_dir=state)   # v2 comes from the stored chain
-        assert node.app.parts.intake.trust.document.version == 2
+        assert node.app.intake.trust.document.version == 2
         node.play(clip, keys=[old_bulletin])
         assert node.events("rejected")[-1]["data"]["reason"] == "revoked_key"
         node.play(node.clip("y", 5), keys=[Workspace.load(ws).key("bulletin-2")])
@@ -446,7 +446,7 @@ def test_connecting_right_after_start_is_not_reported_as_a_restored_outage(node)
     a 'link_restored' report a minute later (SD writes and mobile data for nothing)."""
     from node.service.health import ModemReading
 
-    health = node.app.parts.health
+    health = node.app.health
     health.on_broker(False)
     node.app.loop.post(ModemReading(None, "starting"))
     node.run(0.2)

@@ -155,7 +155,7 @@ def test_an_os_error_at_start_exits_75_which_the_unit_restarts_never_78(tmp_path
     cfg = tmp_path / "node.toml"
     cfg.write_text('[node]\nid = "27787-01"\n[broker]\nservers = ["127.0.0.1:8883"]\n'
                    f'[storage]\nstate_dir = "{tmp_path / "state"}"\n')
-    monkeypatch.setattr(wiring, "build_app", unwritable_runtime_dir)
+    monkeypatch.setattr(wiring, "hold_daemon_lock", unwritable_runtime_dir)  # NodeApp's first step
     assert daemon.main(["--config", str(cfg)]) == 75
     assert "cannot start yet" in capsys.readouterr().err
 

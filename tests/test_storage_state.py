@@ -54,7 +54,7 @@ def test_deleting_state_db_does_not_let_a_revoked_key_back_in(tmp_path, ws):
         assert node.events("trust_updated")[-1]["data"]["version"] == 2
         (ws / "trust.json").write_bytes(v1)             # the card's provisioned file is still version 1
         node = restart(node, tmp_path, ws, wipe=["state.db"])
-        assert node.app.parts.intake.trust.document.version == 2, "trust came back from the safe copy"
+        assert node.app.intake.trust.document.version == 2, "trust came back from the safe copy"
         [reset] = node.events("state_reset")
         assert reset["data"]["reason"] == "state_lost"
         node.play(node.clip("y", 5), keys=[old_bulletin])
@@ -138,12 +138,12 @@ def test_garbage_cache_db_is_rebuilt_from_the_files_verified_against_their_hashe
     try:
         good = node.clip("good", 2)
         bad = node.clip("bad", 3)                       # another length: other bytes, another hash
-        cache = node.app.parts.onair.cache
+        cache = node.app.cache
         damaged = cache.file_path(bad["sha256"])
         node = restart(node, tmp_path, ws)
         damaged.write_bytes(damaged.read_bytes()[:-10] + b"\0" * 10)   # a torn write: same length
         node = restart(node, tmp_path, ws, garbage=["cache.db"])
-        cache = node.app.parts.onair.cache
+        cache = node.app.cache
         assert cache.has(good["sha256"]) and not cache.has(bad["sha256"]) and not damaged.exists()
         [fault] = [e["data"] for e in node.events("storage_fault") if e["data"]["store"] == "cache"]
         assert fault["action"] == "rebuilt" and fault["files"] == 1 and fault["damaged"] == 1
@@ -212,7 +212,7 @@ def test_partly_damaged_state_db_is_moved_aside_and_trust_and_schedule_survive(t
         node = VirtualNode(tmp_path / "a", ws, clock=clock, state_dir=state)
         node.durations.update(durations)
         assert list(state.glob("state.db.corrupt-*"))
-        assert node.app.parts.intake.trust.document.version == 2
+        assert node.app.intake.trust.document.version == 2
         assert node.app.store.document("schedule")[0] == 5
         assert node.events("state_reset")[0]["data"]["reason"] == "state_corrupt"
     finally:

@@ -426,6 +426,21 @@ class StateStore:
                                (prefix.replace("%", "") + "%",)).fetchall()
         return [(slot, json.loads(payload)) for slot, payload in rows]
 
+    def journal_apply(self, changes: dict[str, dict | None]) -> None:
+        """Several journal rows in one transaction (None deletes): the recorder ends an item, forgets
+        its command and keeps its pending record atomically (node/service/recorder.py)."""
+        def apply(db):
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for slot, payload in changes.items():
+                    if payload is None:
+                        db.execute("DELETE FROM journal WHERE slot=?", (slot,))
+                    else:
+                        db.execute("INSERT OR REPLACE INTO journal(slot, payload) VALUES(?, ?)",
+                                   (slot, json.dumps(payload)))
+
+        self._write("journal", apply)
+
     def accept_command(self, command_id: str, until_epoch: float, journal: tuple[str, dict] | None = None):
         """Remember an accepted id (and optionally journal it) in one transaction, before acting on it."""
         def accept(db):

@@ -38,7 +38,8 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(fields).encode(), address)
+            # Never block the loop: a notify socket nobody reads (a full buffer) drops the datagram.
+            self._sock.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, address)
             return True
         except OSError:
             return False

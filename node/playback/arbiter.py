@@ -16,6 +16,10 @@ import itertools
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from node.playback.items import content_from_dict
+
+CONTENT_KINDS = ("clip", "live", "slot")
+
 
 class Level(enum.Enum):
     EMERGENCY = "emergency"
@@ -56,8 +60,9 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class QueueItem:
-    """One thing to play. `content` is opaque to the arbiter (a playlist entry, a live URL ...) and must
-    be JSON-serialisable for snapshot(). Times are in the loop's `now` domain."""
+    """One thing to play. `content` is opaque to the arbiter: on the node a node.playback.items class
+    (Bulletin, Live, Slot); it must round-trip through JSON for snapshot(). Times are in the loop's
+    `now` domain."""
 
     item_id: str
     level: Level
@@ -73,11 +78,16 @@ class QueueItem:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["level"] = self.level.value
+        # Typed content (node.playback.items) knows its own JSON form; anything else must already be JSON.
+        data["content"] = self.content.to_dict() if hasattr(self.content, "to_dict") else self.content
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> QueueItem:
-        return cls(**{**data, "level": Level(data["level"])})
+        content = data.get("content")
+        if isinstance(content, dict) and content.get("kind") in CONTENT_KINDS:
+            content = content_from_dict(content)
+        return cls(**{**data, "level": Level(data["level"]), "content": content})
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def build_snapshot(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> dict:
     """The full status message. `readings` merges node.reporting.system.read_system() with what the loop
-    knows: ver, clk, trust_d, net, play, relays, inputs, outbox, dropped, failed_to_sound."""
+    knows: ver, clk, trust_d, net, play, relays, inputs, outbox, dropped, unstored, failed_to_sound."""
     clk = readings.get("clk")
     if clk is None:
         ok = readings.get("clk_ok")
@@ -141,6 +141,7 @@ def build_snapshot(
         "outbox": int(readings.get("outbox") or 0),
         "dropped": int(readings.get("dropped") or 0),
         "in_drop": int(readings.get("in_drop") or 0),
+        "unstored": int(readings.get("unstored") or 0),
         **({"sw": dict(readings["sw"])} if readings.get("sw") else {}),
         "storage": sorted(readings.get("storage") or []),
     } | _drop_report(readings.get("outbox_drop"))

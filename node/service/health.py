@@ -111,7 +111,7 @@ class ModemPoller:
 class HealthService:
     def __init__(self, *, cfg, birth: int, clock, publish_full, publish_delta, emit_event, collect: Callable[[], dict],
                  runtime_dir: Path, power_cycle: Callable[[], None] | None = None,
-                 reboot: Callable[[], None] | None = None):
+                 reboot: Callable[[], None] | None = None, poller: ModemPoller | None = None):
         self.cfg, self.clock = cfg, clock
         self.heartbeat = Heartbeat(cfg.node.id, birth, full_every_s=cfg.health.heartbeat_full,
                                    min_delta_interval_s=cfg.health.delta_min_interval)
@@ -123,7 +123,7 @@ class HealthService:
         self.inputs: dict[str, bool] = {}
         self.active_alarms: set[str] = set()
         self.ladder = RecoveryLadder(cfg.modem.no_link_after, has_power_cycle=cfg.modem.power_cycle is not None)
-        self.poller: ModemPoller | None = None
+        self.poller = poller
         self.power_cycle, self.reboot = power_cycle, reboot
         self.broker_connected = False
         self._cert_cache: tuple[int | None, float] | None = None

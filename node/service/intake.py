@@ -22,6 +22,7 @@ from typing import Callable, Protocol
 from node.adapters import inbound
 from node.errors import RemoteDataError
 from node.service.ratelimit import TokenBucket
+from node.service.reporter import STORAGE_ERRORS
 from node.trust import reasons
 from node.trust.ack import verify_ack
 from node.trust.commands import Limits
@@ -133,12 +134,17 @@ class CommandIntake:
     def __init__(self, *, node_id: str, groups: list[str], store, trust: TrustKeeper, clock, clock_trust: ClockTrust,
                  limits: Limits, max_message_bytes: int, dispatcher: Dispatcher,
                  emit: Callable[[str, dict], None],
-                 on_update: Callable[[object, bytes], None] | None = None):
+                 on_update: Callable[[object, bytes], None] | None = None,
+                 on_storage_error: Callable[[str, Exception], None] | None = None):
+        """on_storage_error(what, exc): a state write failed (disk full): the command is still acted on,
+        its id remembered in memory; None re-raises (tests that want the failure loud)."""
         self.node_id, self.groups = node_id, list(groups)
+        self.on_update = on_update           # node.update.service.UpdateService.on_command
+        self.on_storage_error = on_storage_error
+        self.seen_in_memory: set[str] = set()  # accepted while the state database refused writes
         self.store, self.trust, self.clock, self.clock_trust = store, trust, clock, clock_trust
         self.limits, self.max_message_bytes = limits, max_message_bytes
         self.dispatcher, self.emit = dispatcher, emit
-        self.on_update = on_update           # node.update.service.UpdateService.on_command
         self.trusted_time = TrustedTime(clock, clock_trust)
         self.rejections = TokenBucket(rate_per_s=10 / 60, burst=20)
         self.decisions: list[IntakeDecision] = []  # last few, for status and tests
@@ -190,7 +196,7 @@ class CommandIntake:
             return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{size} bytes"))
         result = verify_message(
             payload, trust=self.trust.document, node_id=self.node_id, groups=self.groups, topic=topic, now=now,
-            seen=self.store.seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor,
+            seen=self._seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor,
             reset_epoch=self.store.reset_epoch(now))
         if isinstance(result, Rejected):
             return self._rejected(topic, result)
@@ -206,18 +212,19 @@ class CommandIntake:
         journal = None
         if command.type in ("play", "live"):
             journal = (f"cmd:{command.id}", {"envelope": base64.b64encode(payload).decode()})
-        self.store.accept_command(command.id, _epoch(accepted.remember_until), journal)
+        self._write("state", self.store.accept_command, command.id, _epoch(accepted.remember_until), journal,
+                    remember=command.id)
         log.info("accepted %s %s from %s (keys %s)", command.type, command.id, topic,
                  ",".join(k[:8] for k in accepted.keyids))
         if command.type == "time":
             try:
                 self.clock_trust.accept_beacon(command.body.time, self.clock.monotonic())
                 self.observe_clock()
-                self.store.put("time_floor", self.clock_trust.floor.isoformat())
+                self._write("state", self.store.put, "time_floor", self.clock_trust.floor.isoformat())
             except RemoteDataError as exc:
                 return self._rejected(topic, Rejected(exc.reason, exc.detail, command_id=command.id))
         elif command.type == "schedule":
-            self.store.store_document("schedule", command.version, payload)
+            self._write("state", self.store.store_document, "schedule", command.version, payload)
             self.dispatcher.on_schedule(command, payload)
         elif command.type == "config":
             # Only a config the node applied moves its version: a refused one can be corrected and resent.
@@ -237,6 +244,22 @@ class CommandIntake:
             else:
                 self.on_update(command, payload)
         return self._note(IntakeDecision("accepted", None, command.id, command.type))
+
+    def _seen(self, command_id: str) -> bool:
+        return command_id in self.seen_in_memory or self.store.seen(command_id)
+
+    def _write(self, what: str, write, *args, remember: str | None = None) -> None:
+        """A state write; on a full or failing disk the node acts on the command anyway (it is verified)
+        and keeps the replay protection in memory, and the failure is counted and reported."""
+        try:
+            write(*args)
+        except STORAGE_ERRORS as exc:
+            if self.on_storage_error is None:
+                raise
+            if remember:
+                self.seen_in_memory.add(remember)
+            log.error("state: could not store %s: %s", args[0], exc)
+            self.on_storage_error(what, exc)
 
     def _trust_accepted(self, accepted: TrustAccepted, payload: bytes) -> IntakeDecision:
         doc = self.trust.adopt(accepted.document, payload, accepted.at)

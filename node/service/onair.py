@@ -1,9 +1,11 @@
-"""On air: turns accepted commands and schedule slots into relay switching, playback and play records.
+"""On air: accepted commands and programme slots -> relay switching, playback and one record per play.
 
-Pure decisions come from node.playback (Arbiter: what plays; RelaySequencer: when relays move;
-schedule: which slot is on). This class performs them with the adapters (RelayBoard, Player, cache,
-fetcher) and writes one proof-of-play record per item (per playlist entry for programmes) through
-`emit_record`, which persists it in the outbox before anything is reported.
+The item on air moves through the explicit state machine of node.playback.onair_states (WARMING,
+CUED, STARTING, SOUNDING, GAP, RECONNECTING, ENDING); every move goes through `_move`, which refuses
+what the table does not allow. The pure decisions come from node.playback: Arbiter (what plays),
+RelaySequencer (when relays move), onair_states.judge (did it sound). OnAir owns, by composition, a
+Programme (the schedule as typed queue items) and a Recorder (records and the journal), and performs
+the effects with the adapters (relays, player, cache, fetcher).
 
 Times: the arbiter and sequencer work on the loop's monotonic clock; signed times (expiry, start_at,
 slot times) are converted with the *trusted* wall time, never the raw system clock.
@@ -18,13 +20,15 @@ import random
 from dataclasses import dataclass, field
 
 from node.playback.arbiter import Action, Arbiter, Level, QueueItem
+from node.playback.items import Bulletin, Clip, Live, Slot
+from node.playback.onair_states import RESUME, OnAirState, Resume, Trigger, judge, overdue_after, step
 from node.playback.player import PlayerEvent
-from node.playback.records import FAIL_AMP_FAULT, FAIL_RELAY_FEEDBACK, PlayResult
+from node.playback.records import FAIL_AMP_FAULT, PlayRecord, PlayResult
 from node.playback.relays import InputChanged
 from node.playback.sequencer import RelaySequencer
 from node.service.fetcher import FetchDone, FetchJob
-from node.service.programme import ProgrammeMixin
-from node.service.recorder import RECORD_LEVEL, RecordsMixin
+from node.service.programme import Programme
+from node.service.recorder import RECORD_LEVEL, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -32,57 +36,77 @@ log = logging.getLogger(__name__)
 PHASE_STATE = {"off": "idle", "waiting": "warming", "warming": "warming", "playing": "playing", "tail": "tail",
                "hold": "idle"}
 LIVE_RETRY_S = 2.0
-SLOT_END_GRACE_S = 0.5
-PREFETCH_HORIZON = dt.timedelta(hours=24)
 
 
-def _live_stall_s(on) -> float:
+def _live_stall_s(live: Live) -> float:
     """A live stream silent this long counts as dropped: well inside its grace (default 30 s -> 5 s),
     so the relay can reconnect before the grace window ends."""
-    return max(1.0, min(5.0, on.item.content.get("grace", 30) / 2))
+    return max(1.0, min(5.0, live.grace / 2))
+SLOT_END_GRACE_S = 0.5
+# While sounding, the journal notes how far it got (1, 2, 4, 8 s, then every 10 s): after a power cut the
+# interrupted record's seconds and end time are short by at most a second early on, ten seconds later.
+PROGRESS_MARKS_S = (1.0, 1.0, 2.0, 4.0)
+PROGRESS_S = 10.0
 
 
 @dataclass
 class Playing:
-    """The item on air and what its current record needs."""
+    """The item on air, its state, and what its current record needs."""
 
     item: QueueItem
+    state: OnAirState = OnAirState.WARMING
+    since: float = 0.0              # wall time it went on air
+    relays_from: float = 0.0        # relay changes from here on belong to its next record
     play_id: str | None = None      # id given to the player for the current media (late events are ignored)
-    entry: dict | None = None       # the clip or playlist entry being played
+    entry: Clip | None = None       # the clip (bulletin or playlist entry) being played
+    entry_index: int | None = None  # programmes: its place in the playlist
     started_mono: float | None = None
     started_wall: float | None = None
     amp_fault_seen: bool = False
     failure: str | None = None      # why the current media could not start
     live_lost_since: float | None = None
     timers: list[int] = field(default_factory=list)
+    progress_timer: int | None = None
 
 
-class OnAir(ProgrammeMixin, RecordsMixin):
-    def __init__(self, *, cfg, loop, clock, now_trusted, player, relays, inputs_state, cache, fetcher, store,
-                 emit_event, emit_record, max_queue: int, limits=None):
+class OnAir:
+    def __init__(self, *, cfg, loop, clock, now_trusted, player, relays, inputs_state: dict, cache, fetcher, store,
+                 reporter, health, changed, read_stored, max_queue: int, limits=None):
+        """read_stored(envelope, kinds, where, stored_id): a stored envelope verified again before it
+        acts (node.service.intake.CommandIntake.read_stored); raises RemoteDataError when refused."""
         self.cfg, self.loop, self.clock, self.now_trusted = cfg, loop, clock, now_trusted
         self.player, self.relays, self.inputs_state = player, relays, inputs_state
         self.cache, self.fetcher, self.store = cache, fetcher, store
-        self.emit_event, self.emit_record = emit_event, emit_record
+        self.emit_event, self.health, self.changed = reporter.event, health, changed
+        self.limits = limits
         r = cfg.relays
         self.sequencer = RelaySequencer(r.warmup, r.tail, r.idle_hold, r.min_off)
         self.arbiter = Arbiter(max_queue)
+        self.read_stored = read_stored
+        self.programme = Programme(cfg, read_stored, limits)
+        self.recorder = Recorder(node_id=cfg.node.id, store=store, reporter=reporter, wall=self._wall,
+                                 default_volume=lambda: cfg.audio.default_volume)
         self.on: Playing | None = None
         self.waiting: dict[str, list[QueueItem]] = {}  # sha256 -> items waiting for their download
         self.held: dict[str, tuple[int, QueueItem]] = {}  # item_id -> (timer, item) waiting for start_at
         self.fetch_failures: dict[str, tuple[int, float]] = {}  # sha256 -> (failures, next retry, monotonic)
-        self.limits = limits
-        self.read_stored = None  # set by the wiring: the intake's re-verification of stored envelopes
         self._recovery_pending = False
-        self.schedule: dict | None = None
-        self.schedule_version = 0
-        self.started_occurrences: set[str] = set()
         self.failed_to_sound: str | None = None  # latched alarm until the next successful play
         self._seq_timer = self._arb_timer = self._sched_timer = None
         self._play_ids = itertools.count(1)
         self.relay_log: list[tuple[float, str, bool]] = []
-        self.health = None  # set by the wiring: remote settings reach the heartbeat through it
-        self.changed = lambda: None  # set by the wiring: relay changes are urgent heartbeat news
+        self.last_move = clock.monotonic()
+        self._overdue_at: float | None = None  # the state should have moved on by then (watchdog)
+        self.stopped = False  # after stop(): nothing new goes on air while the final records are sent
+
+    @property
+    def schedule(self) -> dict | None:
+        """The signed schedule body in force (the update service waits for a quiet moment by it)."""
+        return self.programme.body
+
+    @property
+    def state(self) -> OnAirState:
+        return self.on.state if self.on else OnAirState.IDLE
 
     # --- time helpers --------------------------------------------------------------------------
     def _mono_for(self, when: dt.datetime) -> float | None:
@@ -92,9 +116,53 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             return None
         return self.clock.monotonic() + (when - now).total_seconds()
 
+    def _mono_for_epoch(self, epoch: float) -> float | None:
+        return self._mono_for(dt.datetime.fromtimestamp(epoch, dt.timezone.utc))
+
     def _wall(self) -> float:
         now = self.now_trusted()
         return (now or self.clock.wall()).timestamp()
+
+    # --- the state machine ---------------------------------------------------------------------
+    def _move(self, trigger: Trigger) -> OnAirState:
+        on = self.on
+        on.state = step(on.state, trigger)
+        self._moved()
+        return on.state
+
+    def _moved(self) -> None:
+        now = self.clock.monotonic()
+        self.last_move = now
+        on = self.on
+        if on is None:
+            self._overdue_at = None
+            return
+        r = self.cfg.relays
+        self._overdue_at = now + overdue_after(on.state, warmup=r.warmup, min_off=r.min_off,
+                                               media_seconds=self._media_seconds(on))
+
+    def _media_seconds(self, on: Playing) -> float:
+        """How long the current state may rightly last: to the start instant, the clip's or the
+        relay's end."""
+        content = on.item.content
+        if on.state is OnAirState.CUED and content.scheduled_at:
+            return max(0.0, content.scheduled_at - self._wall())
+        if isinstance(content, Live):
+            return max(0.0, content.until - self._wall())
+        return on.entry.duration if on.entry is not None else 0.0
+
+    def stuck(self, now: float) -> str | None:
+        """Why on-air makes no progress (its state overdue), or None: the watchdog pings only then."""
+        if self.on is None or self._overdue_at is None or now <= self._overdue_at:
+            return None
+        return f"{self.on.state.value} for {now - self.last_move:.0f} s ({self.on.item.item_id})"
+
+    def _journal_row(self, on: Playing, *, with_entry: bool = True) -> dict:
+        row = {"state": on.state.value, "item": on.item.to_dict(), "since": on.since}
+        if with_entry and on.entry is not None and on.started_wall is not None:
+            row.update(entry=on.entry.to_dict(), entry_index=on.entry_index, entry_started=on.started_wall,
+                       aired_until=self._wall())
+        return row
 
     # --- start / stop ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,7 +170,7 @@ class OnAir(ProgrammeMixin, RecordsMixin):
         stored = self.store.document("schedule")
         if stored:
             try:
-                self._load_schedule(stored[1])
+                self.programme.load(stored[1])
             except Exception as exc:  # noqa: BLE001 - never let a stored document stop the node starting
                 log.error("stored schedule version %s not loaded: %s", stored[0], exc)
                 self.emit_event("schedule_unusable", {"version": stored[0], "detail": str(exc)[:200]})
@@ -110,9 +178,10 @@ class OnAir(ProgrammeMixin, RecordsMixin):
 
     def stop(self) -> None:
         """Shutdown: stop playback, record the interrupted item, relays off."""
+        self.stopped = True
         if self.on:
             # The command stays journalled: an emergency cut by an update or a reboot plays again.
-            self._finish(PlayResult.STOPPED, "shutdown", advance=False, keep_journal=True)
+            self._finish(PlayResult.STOPPED, "shutdown", advance=False, forget=False)
         self.player.stop()
         self._perform(self.sequencer.force_off(self.clock.monotonic()))
         if self.relays:
@@ -126,28 +195,27 @@ class OnAir(ProgrammeMixin, RecordsMixin):
         if c.zones:
             # A group command may name zones other clusters have: play on the ones this cabinet has.
             known = self.relays.zone_names if self.relays else []
-            zones = [z for z in c.zones if z in known]
+            zones = tuple(z for z in c.zones if z in known)
             if not zones:
                 self.emit_event("unknown_zone", {"command_id": command.id, "zones": list(c.zones)})
-                zones = None if not known else []
-        entry = {"content_id": c.content_id, "sha256": c.sha256, "length": c.length, "duration": c.duration,
-                 "codec": c.codec, "url": c.url, "volume": c.volume, "zones": zones, "title": c.title}
+                zones = None if not known else ()
+        clip = Clip(content_id=c.content_id, sha256=c.sha256, duration=c.duration, length=c.length, codec=c.codec,
+                    url=c.url, volume=c.volume, zones=zones, title=c.title)
         item = QueueItem(item_id=command.id, level=Level(body.level), source="command",
-                         content={"kind": "clip", "entry": entry, "command_id": command.id,
-                                  "start_at": body.start_at.timestamp() if body.start_at else None},
+                         content=Bulletin(clip, command.id, body.start_at.timestamp() if body.start_at else None),
                          enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(command.expires),
                          duration=c.duration, resume_ok=False, content_id=c.content_id)
-        if zones == []:
+        if zones == ():
             self._record_skip(item, "unknown_zone")
             return
-        self._when_content_ready(item, entry)
+        self._when_content_ready(item, clip)
 
     def on_live(self, command) -> None:
         body = command.body
         deadline = min(command.expires, self.now_trusted() + dt.timedelta(seconds=body.max_duration))
         item = QueueItem(item_id=command.id, level=Level(body.level), source="live",
-                         content={"kind": "live", "url": body.url, "volume": body.volume, "grace": body.grace,
-                                  "command_id": command.id, "until": deadline.timestamp()},
+                         content=Live(url=body.url, until=deadline.timestamp(), volume=body.volume,
+                                      grace=body.grace, command_id=command.id),
                          enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(deadline),
                          duration=body.max_duration, resume_ok=False, content_id=f"live:{command.id}")
         self._offer(item)
@@ -202,22 +270,56 @@ class OnAir(ProgrammeMixin, RecordsMixin):
                                            "keys": sorted(applied), "after_restart": sorted(later)})
         return True
 
+    def on_schedule(self, command, envelope: bytes) -> None:
+        self.programme.load(envelope)
+        self._schedule_tick()
+
+    # --- the programme -----------------------------------------------------------------------------
+    def _schedule_tick(self) -> None:
+        """Start the slot that is on now; prefetch and pin what the next 24 h need; re-arm."""
+        self.loop.cancel(self._sched_timer)
+        now = self.now_trusted()
+        # Re-armed first: an exception below must not stop the schedule for good.
+        self._sched_timer = self.loop.call_later(self.programme.seconds_to_next_check(now), self._schedule_tick)
+        if now is not None and self._recovery_pending:
+            self._recover_commands()
+        if now is None:
+            return
+        try:
+            item = self.programme.due(now, self.clock.monotonic(), self._mono_for)
+            self._prefetch(now)
+        except Exception as exc:  # noqa: BLE001 - a bad schedule must not stop the node
+            log.error("schedule: %s", exc)
+            item = None
+        if item is not None:
+            self._offer(item)
+
+    def _prefetch(self, now: dt.datetime) -> None:
+        needed, clips = self.programme.wanted(now)
+        if self.programme.body:
+            self.cache.set_pinned(needed)
+        for clip in clips:
+            if not self.cache.has(clip.sha256):
+                failed = self.fetch_failures.get(clip.sha256)
+                if failed is None or self.clock.monotonic() >= failed[1]:
+                    self._fetch(clip)
+
     # --- content ---------------------------------------------------------------------------------
-    def _when_content_ready(self, item: QueueItem, entry: dict) -> None:
-        if self.cache.has(entry["sha256"]):
+    def _when_content_ready(self, item: QueueItem, clip: Clip) -> None:
+        if self.cache.has(clip.sha256):
             self._offer_or_hold(item)
             return
-        if not entry.get("url"):
+        if not clip.url:
             self._record_skip(item, "content_missing")
-            self.emit_event("content_missing", {"content_id": entry["content_id"], "sha256": entry["sha256"]})
+            self.emit_event("content_missing", {"content_id": clip.content_id, "sha256": clip.sha256})
             return
-        self.waiting.setdefault(entry["sha256"], []).append(item)
-        self._fetch(entry, RECORD_LEVEL[item.level])
+        self.waiting.setdefault(clip.sha256, []).append(item)
+        self._fetch(clip, RECORD_LEVEL[item.level])
 
-    def _fetch(self, entry: dict, level: str = "normal") -> None:
+    def _fetch(self, clip: Clip, level: str = "normal") -> None:
         # The level picks the download lane: an emergency's audio never waits behind another download.
-        self.fetcher.request(FetchJob(entry["sha256"], entry["url"], entry["length"], entry["content_id"],
-                                      entry["codec"], self.cache.partial_path(entry["sha256"]), level))
+        self.fetcher.request(FetchJob(clip.sha256, clip.url, clip.length, clip.content_id, clip.codec,
+                                      self.cache.partial_path(clip.sha256), level))
 
     def on_fetch_done(self, ev: FetchDone) -> None:
         job = ev.job
@@ -249,9 +351,9 @@ class OnAir(ProgrammeMixin, RecordsMixin):
     # --- arbitration -----------------------------------------------------------------------------
     def _offer_or_hold(self, item: QueueItem) -> None:
         """Synchronised start: offer the item so that the amplifier has warmed up at start_at."""
-        start_at = item.content.get("start_at")
+        start_at = item.content.scheduled_at if isinstance(item.content, Bulletin) else None
         if start_at:
-            at = self._mono_for(dt.datetime.fromtimestamp(start_at, dt.timezone.utc))
+            at = self._mono_for_epoch(start_at)
             lead = self.cfg.relays.warmup + 0.5
             if at is not None and at - lead > self.clock.monotonic():
                 token = self.loop.call_at(at - lead, lambda: self._release_held(item.item_id))
@@ -265,6 +367,8 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             self._offer(held[1])
 
     def _offer(self, item: QueueItem) -> None:
+        if self.stopped:
+            return  # shutting down: a journalled command plays after the restart, a slot is offered again
         now = self.clock.monotonic()
         position = self.player.position() if self.on else 0.0
         decision = self.arbiter.offer(item, now, position)
@@ -274,10 +378,10 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             if decision.preempted and self.on:
                 cut = self.on
                 self.player.stop()
+                # A cut bulletin comes back (restart) unless the arbiter dropped it: only then is it forgotten.
                 self._finish(PlayResult.PREEMPTED, f"preempted by {item.level.value} {item.item_id}",
-                             arbiter_done=True, advance=False)
-                if decision.preempted_fate == "drop" and cut.item.content.get("command_id"):
-                    self.store.journal_set(f"cmd:{cut.item.item_id}", None)
+                             arbiter_done=True, advance=False,
+                             forget=decision.preempted_fate == "drop" and bool(cut.item.content.command_id))
             self._begin(item)
         elif decision.action in (Action.REJECTED, Action.DROPPED) and decision.reason != "duplicate":
             self._record_skip(item, decision.reason)
@@ -285,7 +389,7 @@ class OnAir(ProgrammeMixin, RecordsMixin):
         self._arm_arbiter_timer()
 
     def _next_if_idle(self) -> None:
-        if self.on is not None:
+        if self.on is not None or self.stopped:
             return
         item, dropped = self.arbiter.next(self.clock.monotonic())
         for d in dropped:
@@ -308,19 +412,23 @@ class OnAir(ProgrammeMixin, RecordsMixin):
 
     # --- the item on air -------------------------------------------------------------------------
     def _begin(self, item: QueueItem) -> None:
-        self.on = Playing(item)
-        self.store.journal_set("onair", {"item": item.to_dict(), "since": self._wall()})
-        zones = item.content.get("entry", {}).get("zones") if item.content.get("kind") == "clip" else None
-        self._perform(self.sequencer.request_play(self.clock.monotonic(), zones))
+        since = self._wall()
+        on = Playing(item, state=OnAirState.WARMING, since=since, relays_from=since)
+        self.recorder.enter(OnAirState.WARMING, item, on.since)  # written before it is entered
+        self.on = on
+        self._moved()
+        zones = item.content.zones
+        self._perform(self.sequencer.request_play(self.clock.monotonic(), None if zones is None else list(zones)))
 
     def _ready_to_play(self) -> None:
         if self.on is None:
             return
+        self._move(Trigger.CUE)
         # A synchronised command (start_at) or a programme slot (starts_at) sounds at its instant: the
         # relays were switched early enough for the warm-up to end before it.
-        start_at = self.on.item.content.get("start_at") or self.on.item.content.get("starts_at")
+        start_at = self.on.item.content.scheduled_at
         if start_at:
-            at = self._mono_for(dt.datetime.fromtimestamp(start_at, dt.timezone.utc))
+            at = self._mono_for_epoch(start_at)
             if at is not None and at > self.clock.monotonic():
                 self.on.timers.append(self.loop.call_at(at, self._start_media))
                 return
@@ -330,44 +438,66 @@ class OnAir(ProgrammeMixin, RecordsMixin):
         on = self.on
         if on is None:
             return
-        kind = on.item.content["kind"]
-        if kind == "clip":
-            on.entry = on.item.content["entry"]
+        content = on.item.content
+        if isinstance(content, Bulletin):
+            self._move(Trigger.START)
+            on.entry = content.clip
             if not self._play_entry(on.entry, offset=0.0):
                 self._finish(PlayResult.FAILED, on.failure or "content_missing")
-        elif kind == "live":
-            on.entry = {"content_id": on.item.content_id, "sha256": None, "url": on.item.content["url"]}
-            if not self._play_source(on.item.content["url"], on.item.content.get("volume"),
-                                     stall_timeout=_live_stall_s(on)):
+        elif isinstance(content, Live):
+            self._move(Trigger.START)
+            on.entry = None
+            if not self._play_source(content.url, content.volume, stall_timeout=_live_stall_s(content)):
                 self._finish(PlayResult.FAILED, on.failure)
                 return
-            until = self._mono_for(dt.datetime.fromtimestamp(on.item.content["until"], dt.timezone.utc))
+            until = self._mono_for_epoch(content.until)
             if until is not None:
                 on.timers.append(self.loop.call_at(until, lambda: self._end_live(on)))
         else:
-            ends = self._mono_for(dt.datetime.fromtimestamp(on.item.content["ends_at"], dt.timezone.utc))
+            ends = self._mono_for_epoch(content.ends_at)
             if ends is not None:
                 # A little after the end: a playlist that fills its slot exactly should complete.
                 on.timers.append(self.loop.call_at(ends + SLOT_END_GRACE_S, lambda: self._end_slot(on)))
             self._slot_next_entry()
 
-    def _play_entry(self, entry: dict, offset: float) -> bool:
+    def _slot_next_entry(self) -> None:
+        """Play the playlist entry that should be on at this wall-clock moment (radio-style)."""
+        on = self.on
+        slot: Slot = on.item.content
+        position = Programme.position(slot, self.now_trusted(), on.entry_index)
+        if position is None:
+            self._finish(None, None)  # playlist done: the slot item ends (its entries are recorded)
+            return
+        index, offset = position
+        self._move(Trigger.START)
+        on.entry, on.entry_index = slot.entry(index), index
+        if not self._play_entry(on.entry, offset):
+            self._move(Trigger.ENTRY_MISSING)
+            self._write_record(on, PlayResult.SKIPPED, on.failure or "content_missing")
+            # Nothing to play for this entry: look again when it would have ended.
+            on.timers.append(self.loop.call_later(max(0.5, on.entry.duration - offset), self._slot_next_entry))
+
+    def _play_entry(self, entry: Clip, offset: float) -> bool:
         """Start a cached clip; False (with on.failure set) when it cannot start."""
-        path = self.cache.path_for(entry["sha256"])
+        path = self.cache.path_for(entry.sha256)
         if path is None:
             self.on.failure = "content_missing"
-            self.emit_event("content_missing", {"content_id": entry["content_id"], "sha256": entry["sha256"]})
+            self.emit_event("content_missing", {"content_id": entry.content_id, "sha256": entry.sha256})
             return False
-        return self._play_source(str(path), entry.get("volume"), offset)
+        return self._play_source(str(path), entry.volume, offset)
 
     def _play_source(self, source: str, volume: int | None, offset: float = 0.0, *, retry: bool = False,
                      stall_timeout: float | None = None) -> bool:
         on = self.on
         on.play_id = f"{on.item.item_id}-{next(self._play_ids)}"
-        volume = volume if volume is not None else on.item.content.get("volume")
         if not retry:  # a live reconnect keeps the item's start: the record counts the whole relay
             on.started_mono, on.started_wall = None, None
-        on.amp_fault_seen = bool(self.inputs_state().get("amp_fault"))
+        on.amp_fault_seen = bool(self.inputs_state.get("amp_fault"))
+        # STARTING is written before the player gets the media: from here on, a power cut may cut audio
+        # that was heard, and the interrupted record must name the clip.
+        detail = self._entry_detail(on) or {"entry": on.entry.to_dict() if on.entry else None,
+                                            "entry_index": on.entry_index}
+        self.recorder.enter(on.state, on.item, on.since, **detail)
         try:
             extra = {"stall_timeout": stall_timeout} if stall_timeout is not None else {}
             self.player.play(source, volume=volume if volume is not None else self.cfg.audio.default_volume,
@@ -384,32 +514,31 @@ class OnAir(ProgrammeMixin, RecordsMixin):
         if on is None or ev.item_id != on.play_id:
             return  # a late event of media we already stopped
         if ev.kind == "playing":
-            if on.started_mono is None:
+            first = on.started_mono is None
+            if first:
                 on.started_mono, on.started_wall = self.clock.monotonic(), self._wall()
             on.live_lost_since = None
+            self._move(Trigger.HEARD)
+            if first:  # what is on air, and from when: an interrupted record can name it after a power cut
+                self.recorder.enter(OnAirState.SOUNDING, on.item, on.since, **self._entry_detail(on))
+                self._arm_progress(on, 0)
             return
         if ev.kind == "stopped":
             return
-        kind = on.item.content["kind"]
-        if kind == "live":
+        content = on.item.content
+        if isinstance(content, Live):
             self._live_dropped(on, ev)
-        elif kind == "slot":
-            result, reason = self._judge(ev)
-            self._write_record(on, result, reason)
+        elif isinstance(content, Slot):
+            self._write_record(on, *self._judge(ev))
             self._slot_next_entry()
         else:
-            result, reason = self._judge(ev)
-            self._finish(result, reason)
+            self._finish(*self._judge(ev))
 
     def _judge(self, ev: PlayerEvent) -> tuple[PlayResult, str | None]:
-        if ev.kind == "error":
-            return PlayResult.FAILED, "no_audio" if ev.detail == "no_audio" else f"player_error:{ev.detail}"
-        if self.on.amp_fault_seen or self.inputs_state().get("amp_fault"):
-            return PlayResult.FAILED, FAIL_AMP_FAULT
-        feedback = self.inputs_state().get("relay_feedback")
-        if feedback is False:
-            return PlayResult.FAILED, FAIL_RELAY_FEEDBACK
-        return PlayResult.COMPLETED, None
+        """The live judge: the player's end event and the cabinet inputs -> (result, failure reason)."""
+        inputs = self.inputs_state
+        return judge(ev.kind, ev.detail, amp_fault_seen=self.on.amp_fault_seen,
+                     amp_fault_now=bool(inputs.get("amp_fault")), relay_feedback=inputs.get("relay_feedback"))
 
     def on_input(self, ev: InputChanged) -> None:
         """An amplifier fault while on air: nothing can sound, so stop, record it failed, and cut the
@@ -421,20 +550,42 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             self._perform(self.sequencer.force_off(self.clock.monotonic()))
             self._next_if_idle()
 
+    # --- progress while sounding -------------------------------------------------------------------
+    def _entry_detail(self, on: Playing) -> dict:
+        if on.started_wall is None:
+            return {}
+        return {"entry": on.entry.to_dict() if on.entry else None, "entry_index": on.entry_index,
+                "entry_started": on.started_wall, "aired_until": self._wall()}
+
+    def _arm_progress(self, on: Playing, count: int) -> None:
+        started = on.started_wall
+
+        def mark():
+            if self.on is on and on.started_wall == started:  # the same entry still sounding
+                self.recorder.enter(on.state, on.item, on.since, **self._entry_detail(on))
+                self._arm_progress(on, count + 1)
+        delay = PROGRESS_MARKS_S[count] if count < len(PROGRESS_MARKS_S) else PROGRESS_S
+        self.loop.cancel(on.progress_timer)
+        on.progress_timer = self.loop.call_later(delay, mark)
+
     # --- live relay ------------------------------------------------------------------------------
     def _live_dropped(self, on: Playing, ev: PlayerEvent) -> None:
         now = self.clock.monotonic()
         if on.live_lost_since is None:
             on.live_lost_since = now
             self.emit_event("live_interrupted", {"command_id": on.item.item_id, "detail": ev.detail or ev.kind})
-        if now - on.live_lost_since >= on.item.content.get("grace", 30):
+        if now - on.live_lost_since >= on.item.content.grace:
             self._finish(PlayResult.FAILED, "stream_lost")
             return
+        self._move(Trigger.STREAM_DROPPED)
         on.timers.append(self.loop.call_later(LIVE_RETRY_S, lambda: self._live_retry(on)))
 
     def _live_retry(self, on: Playing) -> None:
-        if self.on is on and not self._play_source(on.item.content["url"], on.item.content.get("volume"),
-                                                   retry=True, stall_timeout=_live_stall_s(on)):
+        if self.on is not on:
+            return
+        self._move(Trigger.START)
+        if not self._play_source(on.item.content.url, on.item.content.volume, retry=True,
+                                 stall_timeout=_live_stall_s(on.item.content)):
             self._finish(PlayResult.FAILED, on.failure)
 
     def _end_live(self, on: Playing) -> None:
@@ -442,25 +593,111 @@ class OnAir(ProgrammeMixin, RecordsMixin):
             self.player.stop()
             self._finish(PlayResult.COMPLETED, None)
 
+    def _end_slot(self, on: Playing) -> None:
+        if self.on is on:
+            self.player.stop()
+            sounding = on.started_mono is not None
+            self._finish(PlayResult.STOPPED if sounding else None, "slot_end" if sounding else None)
+
     # --- finishing and records ---------------------------------------------------------------------
     def _finish(self, result: PlayResult | None, reason: str | None, *, arbiter_done: bool = False,
-                advance: bool = True, keep_journal: bool = False) -> None:
+                advance: bool = True, forget: bool | None = None) -> None:
+        """End the item on air: ENDING (its record and the journal in one transaction), then IDLE.
+        forget: drop the journalled command (default: unless it was preempted and comes back)."""
         on = self.on
         if on is None:
             return
-        for token in on.timers:
+        self._move(Trigger.END)
+        for token in on.timers + [on.progress_timer]:
             self.loop.cancel(token)
+        if forget is None:
+            forget = result is not PlayResult.PREEMPTED
+        command_id = on.item.content.command_id if forget else None
         if result is not None:
-            self._write_record(on, result, reason)
+            self._write_record(on, result, reason, forget_command=command_id, clear_onair=True)
+        else:
+            self.recorder.end_silently(forget_command=command_id)
         if not arbiter_done:
             self.arbiter.on_finished(on.item.item_id, (result or PlayResult.COMPLETED).value,
                                      self.clock.monotonic())
+        self._move(Trigger.RECORDED)
         self.on = None
-        self.store.journal_set("onair", None)
-        if on.item.content.get("command_id") and result is not PlayResult.PREEMPTED and not keep_journal:
-            self.store.journal_set(f"cmd:{on.item.item_id}", None)
+        self._moved()
         if advance:
             self._next_if_idle()
+
+    def _write_record(self, on: Playing, result: PlayResult, reason: str | None, *,
+                      forget_command: str | None = None, clear_onair: bool = False) -> None:
+        seconds = 0.0
+        if on.started_mono is not None:
+            seconds = max(0.0, self.clock.monotonic() - on.started_mono)
+        if result is PlayResult.COMPLETED and on.started_mono is None:
+            result, reason = PlayResult.FAILED, "no_audio"
+        entry = on.entry or getattr(on.item.content, "clip", None)
+        # Since the item went on air (or since its previous record: a playlist's next entry). Not a window
+        # before the first sound: a slow player start would push the warm-up out of the record.
+        relays = [(round(t, 3), name, state) for t, name, state in self.relay_log if t >= on.relays_from]
+        on.relays_from = self._wall()
+        record = self.recorder.played(on.item, entry, result, reason, started_wall=on.started_wall,
+                                      seconds=seconds, relays=relays)
+        on.started_mono = on.started_wall = None
+        # A playlist goes on: the journal keeps the slot on air without the entry just recorded.
+        onair = None if clear_onair else self._journal_row(on, with_entry=False)
+        self._commit(record, forget_command=forget_command, clear_onair=clear_onair, onair=onair)
+        self.relay_log = self.relay_log[-32:]
+
+    def _commit(self, record: PlayRecord, **journal) -> None:
+        if record.result is PlayResult.FAILED:
+            self.failed_to_sound = record.failure_reason
+            self.emit_event("failed_to_sound", {"content_id": record.content_id, "reason": record.failure_reason})
+        elif record.result is PlayResult.COMPLETED:
+            self.failed_to_sound = None
+        log.info("play record %s %s %s %.1fs %s", record.content_id, record.level, record.result.value,
+                 record.seconds_played, record.failure_reason or "")
+        self.recorder.commit(record, **journal)
+
+    def _record_skip(self, item: QueueItem, reason: str) -> None:
+        self._commit(self.recorder.skipped(item, reason), forget_command=item.content.command_id)
+
+    # --- crash recovery --------------------------------------------------------------------------
+    def _recover_after_crash(self) -> None:
+        """After kill -9 or a power cut, by the persisted state (onair_states.RESUME, docs/playback.md):
+        store pending records, record what aired of the interrupted item, then offer again the accepted
+        commands that have not played yet (while still valid)."""
+        self.recorder.store_pending()
+        row = self.recorder.onair_row()
+        if row:
+            state = OnAirState(row.get("state", OnAirState.SOUNDING.value))
+            item_id = row.get("item", {}).get("item_id")
+            if RESUME[state] is Resume.RECORD_INTERRUPTED:
+                self._commit(self.recorder.interrupted(row), clear_onair=True)
+            else:
+                self.recorder.clear_onair()
+            self.emit_event("interrupted", {"item": item_id, "state": state.value})
+        self._recover_commands()
+
+    def _recover_commands(self) -> None:
+        """Accepted play/live commands that have not been recorded yet: offer them again if still valid.
+        Without trusted time (a Pi after a power cut, before NTP) nothing is decided: the rows wait."""
+        now = self.now_trusted()
+        self._recovery_pending = now is None
+        if now is None:
+            return
+        for command_id, envelope in self.recorder.commands():
+            try:
+                command = self.read_stored(envelope, ("play", "live"), "journal", command_id)
+            except Exception as exc:  # noqa: BLE001 - a damaged journal row must not block start-up
+                # A row that no longer verifies was reported (stored_envelope_refused) by read_stored.
+                log.error("dropping unusable journal entry %s: %s", command_id, exc)
+                self.recorder.forget_command(command_id)
+                continue
+            if now >= command.expires:
+                self._commit(self.recorder.expired_command(command), forget_command=command.id)
+                continue
+            if command.type == "play":
+                self.on_play(command, envelope)
+            else:
+                self.on_live(command)
 
     # --- relays ------------------------------------------------------------------------------------
     def _perform(self, actions: list[tuple]) -> None:
@@ -500,5 +737,9 @@ class OnAir(ProgrammeMixin, RecordsMixin):
         state = PHASE_STATE[self.sequencer.phase.value]
         if on is not None and on.started_mono is not None:
             state = "playing"
-        return {"state": state, "item": (on.entry or {}).get("content_id") if on else None,
-                "level": RECORD_LEVEL[on.item.level] if on else None, "queue": len(self.arbiter.queued)}
+        item = None
+        if on is not None:
+            item = on.entry.content_id if on.entry else (on.item.content_id if isinstance(on.item.content, Live)
+                                                         else None)
+        return {"state": state, "item": item, "level": RECORD_LEVEL[on.item.level] if on else None,
+                "queue": len(self.arbiter.queued)}

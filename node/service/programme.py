@@ -1,8 +1,9 @@
-"""Programmes: the signed schedule on air (part of OnAir, split out to keep modules readable).
+"""The programme: the signed schedule in force, turned into typed queue items.
 
-A slot is one arbiter item; its playlist is played radio-style: after a preemption or a restart the
-programme continues where it would be at this wall-clock moment, not where it stopped. Content the
-next 24 hours need is prefetched and pinned in the cache.
+Owned by OnAir (composition): it says which occurrence is due, when to look again, what the next 24 h
+need in the cache, and which playlist entry is on at a wall-clock moment (radio-style: after a
+preemption or a restart the programme continues where it would be, not where it stopped). It performs
+no IO except re-reading the stored envelope, which it has verified again first.
 """
 
 from __future__ import annotations
@@ -10,135 +11,112 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import TYPE_CHECKING
 
 from node.playback import schedule as sched
 from node.playback.arbiter import Level, QueueItem
-from node.playback.records import PlayResult
+from node.playback.items import Clip, Live, Slot
 from node.trust.commands import DEFAULT_LIMITS
 from node.trust.envelope import parse_envelope
-
-if TYPE_CHECKING:
-    from node.service.onair import Playing
 
 log = logging.getLogger(__name__)
 
 PREFETCH_HORIZON = dt.timedelta(hours=24)
-SLOT_END_GRACE_S = 0.5
+LIVE_SLOT_GRACE_S = 30.0
 
 
-class ProgrammeMixin:
-    def on_schedule(self, command, envelope: bytes) -> None:
-        self._load_schedule(envelope)
-        self._schedule_tick()
+def payload_of(envelope: bytes, limits=None) -> bytes:
+    """The payload bytes of an envelope that read_stored has just verified again."""
+    limits = limits or DEFAULT_LIMITS
+    return parse_envelope(envelope, max_bytes=limits.max_envelope_bytes, max_signatures=limits.max_signatures).payload
 
-    def _parse(self, envelope: bytes, kinds: tuple[str, ...], where: str, stored_id: str | None = None):
-        """Re-read a stored envelope: verified again (self.read_stored, the intake's) before it acts,
-        because local storage is not a trusted channel. Raises RemoteDataError when it does not verify."""
-        limits = self.limits or DEFAULT_LIMITS
-        if self.read_stored is None:
-            raise RuntimeError("OnAir.read_stored is not wired: a stored envelope cannot be verified")
-        command = self.read_stored(envelope, kinds, where, stored_id)
-        payload = parse_envelope(envelope, max_bytes=limits.max_envelope_bytes,
-                                 max_signatures=limits.max_signatures).payload
-        return payload, command
 
-    def _load_schedule(self, envelope: bytes) -> None:
-        payload, command = self._parse(envelope, ("schedule",), "schedule")
-        self.schedule = json.loads(payload)["body"]
-        self.schedule_version = command.version
-        log.info("schedule version %d in force (%d slots)", self.schedule_version, len(self.schedule.get("slots", [])))
+def _epoch(when: dt.datetime) -> float:
+    return when.timestamp()
 
-    # --- schedule --------------------------------------------------------------------------------
-    def _schedule_tick(self) -> None:
-        """Start the slot that is on now; prefetch and pin what the next 24 h need; re-arm."""
-        self.loop.cancel(self._sched_timer)
-        now = self.now_trusted()
-        # Re-armed first: an exception below must not stop the schedule for good.
-        self._sched_timer = self.loop.call_later(self._seconds_to_next_check(now), self._schedule_tick)
-        if now is not None and self._recovery_pending:
-            self._recover_commands()
-        if self.schedule and now is not None:
-            try:
-                # Look warm-up seconds ahead, so that the programme's first second is heard.
-                lead = dt.timedelta(seconds=self.cfg.relays.warmup)
-                occ = sched.active_at(self.schedule, self.cfg.node.timezone, now + lead)
-                self._prefetch(now)
-            except Exception as exc:  # noqa: BLE001 - a bad schedule must not stop the node
-                log.error("schedule: %s", exc)
-                occ = None
-            if occ and occ.occurrence_id not in self.started_occurrences:
-                self.started_occurrences.add(occ.occurrence_id)
-                self._offer(self._slot_item(occ))
 
-    def _seconds_to_next_check(self, now: dt.datetime | None) -> float:
+def _utc(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+class Programme:
+    """cfg is read at each use: signed remote settings change relays.warmup while running."""
+
+    def __init__(self, cfg, read_stored, limits=None):
+        """read_stored(envelope, kinds, where): the stored schedule verified again (the intake's), because
+        local storage is not a trusted channel; raises RemoteDataError when it no longer verifies."""
+        self.cfg, self.read_stored, self.limits = cfg, read_stored, limits
+        self.body: dict | None = None
+        self.version = 0
+        self.started_occurrences: set[str] = set()
+
+    # --- the schedule in force ---------------------------------------------------------------------
+    def load(self, envelope: bytes) -> None:
+        command = self.read_stored(envelope, ("schedule",), "schedule")
+        self.body = json.loads(payload_of(envelope, self.limits))["body"]
+        self.version = command.version
+        log.info("schedule version %d in force (%d slots)", self.version, len(self.body.get("slots", [])))
+
+    def due(self, now: dt.datetime, enqueued_at: float, mono_for) -> QueueItem | None:
+        """The occurrence on at now + warm-up (so its first second is heard), once per occurrence.
+        mono_for: signed wall time -> loop deadline."""
+        if not self.body:
+            return None
+        occ = sched.active_at(self.body, self.cfg.node.timezone, now + dt.timedelta(seconds=self.cfg.relays.warmup))
+        if occ is None or occ.occurrence_id in self.started_occurrences:
+            return None
+        self.started_occurrences.add(occ.occurrence_id)
+        return self.slot_item(occ, enqueued_at, mono_for(occ.ends_at))
+
+    def seconds_to_next_check(self, now: dt.datetime | None) -> float:
         """At the next occurrence start (one-off items start at any second), at most a minute away."""
         if now is None:
             return 10.0  # no trusted time yet: nothing may start; look again soon
         delay = 60.0
         try:
             lead = dt.timedelta(seconds=self.cfg.relays.warmup)
-            upcoming = sched.expand(self.schedule, self.cfg.node.timezone, now + lead + dt.timedelta(milliseconds=1),
-                                    now + lead + dt.timedelta(seconds=60)) if self.schedule else []
+            upcoming = sched.expand(self.body, self.cfg.node.timezone, now + lead + dt.timedelta(milliseconds=1),
+                                    now + lead + dt.timedelta(seconds=60)) if self.body else []
         except Exception:  # noqa: BLE001 - reported by the tick itself
             upcoming = []
         if upcoming:
             delay = (upcoming[0].starts_at - now).total_seconds() - self.cfg.relays.warmup
         return max(0.005, delay)
 
-    def _prefetch(self, now: dt.datetime) -> None:
-        needed = sched.needed_content(self.schedule, self.cfg.node.timezone, now, PREFETCH_HORIZON)
-        self.cache.set_pinned(needed)
-        for occ in sched.expand(self.schedule, self.cfg.node.timezone, now - dt.timedelta(hours=1),
-                                now + PREFETCH_HORIZON):
+    def wanted(self, now: dt.datetime) -> tuple[set[str], list[Clip]]:
+        """(sha256 to pin in the cache, clips with a url to prefetch) for the next 24 hours."""
+        if not self.body:
+            return set(), []
+        needed = sched.needed_content(self.body, self.cfg.node.timezone, now, PREFETCH_HORIZON)
+        fetch = []
+        for occ in sched.expand(self.body, self.cfg.node.timezone, now - dt.timedelta(hours=1), now + PREFETCH_HORIZON):
             for entry in occ.playlist or ():
-                if entry["sha256"] in needed and not self.cache.has(entry["sha256"]) and entry.get("url"):
-                    failed = self.fetch_failures.get(entry["sha256"])
-                    if failed is None or self.clock.monotonic() >= failed[1]:
-                        self._fetch(entry)
+                if entry["sha256"] in needed and entry.get("url"):
+                    fetch.append(Clip.from_dict(entry))
+        return needed, fetch
 
-    def _slot_item(self, occ: sched.Occurrence) -> QueueItem:
+    # --- occurrences as queue items -------------------------------------------------------------------
+    @staticmethod
+    def slot_item(occ: sched.Occurrence, enqueued_at: float, expires_at: float | None) -> QueueItem:
         level = Level.PRIORITY if occ.level == "priority" else Level.SCHEDULED
-        return QueueItem(
-            item_id=occ.occurrence_id, level=level, source="live" if occ.live else "schedule",
-            content={"kind": "live" if occ.live else "slot", "slot_id": occ.slot_id,
-                     "starts_at": occ.starts_at.timestamp(), "ends_at": occ.ends_at.timestamp(),
-                     "volume": occ.volume, "playlist": list(occ.playlist or []),
-                     "url": (occ.live or {}).get("url"), "grace": 30, "until": occ.ends_at.timestamp()},
-            enqueued_at=self.clock.monotonic(), expires_at=self._mono_for(occ.ends_at),
-            duration=(occ.ends_at - occ.starts_at).total_seconds(), content_id=occ.slot_id)
+        if occ.live:
+            content = Live(url=occ.live["url"], until=_epoch(occ.ends_at), volume=occ.volume,
+                           grace=LIVE_SLOT_GRACE_S, slot_id=occ.slot_id, starts_at=_epoch(occ.starts_at))
+        else:
+            content = Slot(occ.slot_id, _epoch(occ.starts_at), _epoch(occ.ends_at), occ.volume,
+                           tuple(Clip.from_dict(entry) for entry in occ.playlist or ()))
+        return QueueItem(item_id=occ.occurrence_id, level=level, source="live" if occ.live else "schedule",
+                         content=content, enqueued_at=enqueued_at, expires_at=expires_at,
+                         duration=(occ.ends_at - occ.starts_at).total_seconds(), content_id=occ.slot_id)
 
-    def _occurrence(self, content: dict) -> sched.Occurrence:
-        return sched.Occurrence(content["slot_id"], dt.datetime.fromtimestamp(content["starts_at"], dt.timezone.utc),
-                                dt.datetime.fromtimestamp(content["ends_at"], dt.timezone.utc), "normal",
-                                content.get("volume"), tuple(content["playlist"]), None)
-
-    def _slot_next_entry(self) -> None:
-        """Play the playlist entry that should be on at this wall-clock moment (radio-style: after a
-        preemption or a restart the programme continues where it would be, not where it stopped)."""
-        on = self.on
-        now = self.now_trusted()
-        playlist = on.item.content["playlist"]
-        position = sched.playlist_position(self._occurrence(on.item.content), now) if now else None
-        last = on.entry.get("_index") if on.entry else None
-        if last is not None and (position is None or position[0] <= last):
+    @staticmethod
+    def position(slot: Slot, now: dt.datetime | None, last_index: int | None) -> tuple[int, float] | None:
+        """(entry index, seconds into it) to play now, or None when the playlist is done."""
+        occ = sched.Occurrence(slot.slot_id, _utc(slot.starts_at), _utc(slot.ends_at), "normal", slot.volume,
+                               tuple({"duration": c.duration} for c in slot.playlist), None)
+        position = sched.playlist_position(occ, now) if now else None
+        if last_index is not None and (position is None or position[0] <= last_index):
             # The entry ended a little before its signed duration: go on with the next one, never
             # replay the tail of the one that just finished.
-            position = (last + 1, 0.0) if last + 1 < len(playlist) and position is not None else None
-        if position is None:
-            self._finish(None, None)  # playlist done: the slot item ends (its entries are recorded)
-            return
-        index, offset = position
-        entry = playlist[index]
-        on.entry = dict(entry, volume=entry.get("volume", on.item.content.get("volume")), _index=index)
-        if not self._play_entry(on.entry, offset):
-            self._write_record(on, PlayResult.SKIPPED, on.failure or "content_missing")
-            # Nothing to play for this entry: look again when it would have ended.
-            on.timers.append(self.loop.call_later(max(0.5, entry["duration"] - offset), self._slot_next_entry))
-
-    def _end_slot(self, on: Playing) -> None:
-        if self.on is on:
-            self.player.stop()
-            sounding = on.started_mono is not None
-            self._finish(PlayResult.STOPPED if sounding else None, "slot_end" if sounding else None)
-
+            more = last_index + 1 < len(slot.playlist)
+            position = (last_index + 1, 0.0) if more and position is not None else None
+        return position

@@ -76,12 +76,15 @@ class StorageWatch:
     """Retries degraded stores on a timer; owns the `storage` status field and the alarm's reading."""
 
     def __init__(self, *, loop, store, outbox: Outbox, outbox_path: Path, outbox_fault, cache,
-                 emit_event: Callable[[str, dict], None], trusted_now: Callable[[], object], retry_s: float):
+                 emit_event: Callable[[str, dict], None], trusted_now: Callable[[], object], retry_s: float,
+                 pump=None, on_change: Callable[[], None] = lambda: None):
+        """pump: the outbox's OutboxPump (its in-flight ids are forgotten when the outbox moves back to
+        disk); on_change(): the set of degraded stores changed (urgent heartbeat)."""
         self.loop, self.store, self.outbox, self.outbox_path, self.cache = loop, store, outbox, outbox_path, cache
         self.outbox_fault = outbox_fault
         self.emit_event, self.trusted_now, self.retry_s = emit_event, trusted_now, retry_s
-        self.pump = None          # set by the wiring once the outbox pump exists
-        self.on_change: Callable[[], None] = lambda: None
+        self.pump = pump
+        self.on_change = on_change
         self._timer = None
 
     def degraded(self) -> list[str]:
