@@ -232,7 +232,11 @@ def test_armhf_bundle_builds_cffi_and_first_boot_runs_in_an_armhf_root(tmp_path,
                       "assert vlc.Instance(['--no-video']) is not None; print(vlc.libvlc_get_version().decode())",
                       capture_output=True, text=True, check=False, timeout=600)
             assert res.returncode == 0, res.stderr
-            res = run("chroot", root, "runuser", "-u", "tech", "--", "sudo", "GPIOZERO_PIN_FACTORY=mock",
+            where = run("chroot", root, "runuser", "-u", "tech", "--", "/bin/sh", "-c", "command -v speaker-node",
+                        capture_output=True, text=True, check=False).stdout.strip()
+            assert where == "/usr/local/bin/speaker-node"
+            # as root (what `sudo` gives the technician; sudo itself cannot run where /tmp is nosuid)
+            res = run("chroot", root, "/usr/bin/env", "GPIOZERO_PIN_FACTORY=mock", "PATH=/usr/local/bin:/usr/bin:/bin",
                       "speaker-node", "selftest", "--json", capture_output=True, text=True, check=False,
                       timeout=600)
         checks = {c["id"]: c for c in json.loads(res.stdout.strip().splitlines()[-1])["checks"]}
