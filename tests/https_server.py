@@ -148,6 +148,7 @@ class _Server(ThreadingMixIn, HTTPServer):
                 tls = owner.context.wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError) as exc:
                 owner.handshake_failures.append(str(exc))
+                owner.handshake_failed.set()
                 return
             owner._track(tls)
             try:
@@ -176,6 +177,9 @@ class TestHTTPSServer:
         self.blobs: dict[str, Blob] = {}
         self.requests: list[RequestRecord] = []
         self.handshake_failures: list[str] = []
+        # TLS 1.3: the client may finish its side before the server rejects its certificate, so a test
+        # waits for this event rather than reading handshake_failures right after the client returns.
+        self.handshake_failed = threading.Event()
         self._hang_accept = False
         self._stop = threading.Event()
         self._live: set = set()

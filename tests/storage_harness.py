@@ -38,23 +38,21 @@ class SmallFs:
     def fill(self) -> int:
         """Write zeros until the kernel says ENOSPC; returns the bytes it took."""
         written = 0
-        with open(self.filler, "ab") as f:
+        # Unbuffered: a buffered file that hit ENOSPC mid-block raises again when it is closed (the rest
+        # of its buffer), depending on how much space the files before it happened to leave.
+        with open(self.filler, "ab", buffering=0) as f:
             block = b"\0" * 65536
             try:
                 while True:
-                    f.write(block)
-                    f.flush()
-                    written += len(block)
+                    written += f.write(block)
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
         # the last partial block may still fit: fill to the last byte
         for size in (4096, 512, 1):
             try:
-                with open(self.filler, "ab") as f:
+                with open(self.filler, "ab", buffering=0) as f:
                     while True:
-                        f.write(b"\0" * size)
-                        f.flush()
-                        written += size
+                        written += f.write(b"\0" * size)
             except OSError:
                 pass
         return written

@@ -13,9 +13,9 @@ import pytest
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNITS = ("speaker-node.service", "speaker-firstboot.service", "speaker-reboot.service", "speaker-reboot.path",
-         "speaker-update.service", "speaker-update.path")
+         "speaker-update.service", "speaker-update.path", "speaker-district.service")
 EXEC_PATHS = ("/opt/speaker-node/current/venv/bin/speaker-node", "/opt/speaker-node/committed/venv/bin/speaker-node",
-              "/usr/local/lib/speaker-node/speaker-firstboot.sh")
+              "/usr/local/lib/speaker-node/speaker-firstboot.sh", "/opt/speaker-district/venv/bin/speaker-district")
 
 pytestmark = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
@@ -84,6 +84,21 @@ def security_score(path: Path) -> float:
 
 def test_daemon_sandbox_exposure_is_at_most_2(tmp_path):
     assert security_score(copy_with_stub_executables(tmp_path, "speaker-node.service")) <= 2.0
+
+
+def test_district_service_sandbox_exposure_is_at_most_2(tmp_path):
+    assert security_score(copy_with_stub_executables(tmp_path, "speaker-district.service")) <= 2.0
+
+
+def test_district_service_contract():
+    s = unit_settings("speaker-district.service")
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]     # READY=1 once every duty is up
+    assert s["ExecStart"] == ["/opt/speaker-district/venv/bin/speaker-district serve /var/lib/speaker-district"]
+    assert s["StateDirectory"] == ["speaker-district"] and s["User"] == ["speaker-district"]
+    assert s["Restart"] == ["on-failure"] and s["UMask"] == ["0077"]
+    # the nodes' time source answers only once its own clock is synchronised
+    assert "time-sync.target" in " ".join(s["After"]) and "time-sync.target" in " ".join(s["Wants"])
+    assert "DeviceAllow" not in s and s["PrivateDevices"] == ["yes"]
 
 
 def test_score_check_can_fail(tmp_path):

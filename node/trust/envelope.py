@@ -17,7 +17,8 @@ PAYLOAD_COMMAND = "application/vnd.speaker.command+json"
 PAYLOAD_TRUST = "application/vnd.speaker.trust+json"
 PAYLOAD_RELEASE = "application/vnd.speaker.release+json"   # node/update/release.py
 PAYLOAD_ACK = "application/vnd.speaker.ack+json"  # district store -> node: records committed (node/trust/ack.py)
-PAYLOAD_TYPES = (PAYLOAD_COMMAND, PAYLOAD_TRUST, PAYLOAD_RELEASE, PAYLOAD_ACK)
+PAYLOAD_TIME = "application/vnd.speaker.time+json"   # signed answers to time requests (protocol §7a)
+PAYLOAD_TYPES = (PAYLOAD_COMMAND, PAYLOAD_TRUST, PAYLOAD_RELEASE, PAYLOAD_ACK, PAYLOAD_TIME)
 
 DEFAULT_MAX_ENVELOPE_BYTES = 65536
 DEFAULT_MAX_SIGNATURES = 8

@@ -50,6 +50,9 @@ DOWNLOAD_FAILED = "download_failed"
 INTERNAL_ERROR = "internal_error"
 LIVE_URL_REFUSED = "live_url_refused"
 ISSUED_BEFORE_RESET = "issued_before_reset"
+TIME_NONCE_UNKNOWN = "time_nonce_unknown"
+TIME_NONCE_STALE = "time_nonce_stale"
+TIME_TOO_UNCERTAIN = "time_too_uncertain"
 
 TABLE: tuple[Reason, ...] = (
     Reason(TOO_LARGE, True, "the envelope is bigger than the configured maximum; not parsed"),
@@ -92,6 +95,9 @@ TABLE: tuple[Reason, ...] = (
                                    "signed hash, only the district-CA TLS session authenticates it"),
     Reason(ISSUED_BEFORE_RESET, True, "issued (or valid) before the node's last state reset, when it lost the "
                                       "ids it had accepted: it may be a replay; the district re-sends"),
+    Reason(TIME_NONCE_UNKNOWN, True, "a time answer with no nonce the node waits on: unsolicited, queued, replayed"),
+    Reason(TIME_NONCE_STALE, True, "a signed time answer came more than a few seconds after the request it answers"),
+    Reason(TIME_TOO_UNCERTAIN, True, "a signed time answer's radius plus the round trip exceeds the node's bound"),
 )
 
 BY_CODE: dict[str, Reason] = {reason.code: reason for reason in TABLE}
