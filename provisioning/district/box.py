@@ -158,10 +158,14 @@ class DistrictInABox:
         self.broker = LocalBroker(self.workspace, self.dir / "broker",
                                   nodes={n.node_id: n.groups for n in self.nodes.values()})
         self.broker.start()
+        # The box's simulated "NTP synchronised" flag: the demo must not depend on the host's NTP state
+        # (a fresh Debian has no /run/systemd/timesync/synchronized).
+        flag = self.dir / "timesync-synchronized"
+        flag.touch()
         for node in self.nodes.values():
+            kw = {"ntp_file": flag, **node.toml_kw}
             node.config.write_text(simulated_node_toml(node.node_dir, node.node_id, node.groups,
-                                                       [self.broker.address], state_dir=node.state_dir,
-                                                       **node.toml_kw))
+                                                       [self.broker.address], state_dir=node.state_dir, **kw))
         return self.broker
 
     def start_collector(self):
