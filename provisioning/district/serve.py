@@ -45,8 +45,17 @@ def _time_duty(directory: Path, args: argparse.Namespace) -> Duty:
     return TimeService(directory, args.broker, radius_ms=args.time_radius_ms)
 
 
+def _collector_duty(directory: Path, args: argparse.Namespace) -> Duty:
+    from provisioning.district.collector import CollectorDuty
+
+    # --broker names one broker; without it the collector reads every broker in district.toml's `brokers`
+    return CollectorDuty(directory, db=args.db, brokers=[args.broker] if args.broker else None)
+
+
 DUTIES: list[DutySpec] = [
     DutySpec("time", _time_duty, "answer node time requests with signed time (docs/protocol.md §7a)"),
+    DutySpec("collector", _collector_duty,
+             "store events, play records and status from every broker; signed acknowledgements (§9b)"),
 ]
 
 
@@ -100,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
                    help="run only this duty (repeatable; default: all)")
     p.add_argument("--time-radius-ms", type=int, default=1000,
                    help="uncertainty of this server's clock, sent with every time answer (default 1000)")
+    p.add_argument("--db", help="the collector's database: postgresql://... or a SQLite file (default DIR/records.db)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
