@@ -217,7 +217,8 @@ def test_collector_keeps_messages_unacknowledged_while_the_database_is_down(dist
 def test_collector_duty_reads_every_broker_of_the_district(district_ws, broker, fresh_broker, tmp_path):
     from provisioning.district.collector import CollectorDuty
 
-    duty = CollectorDuty(district_ws, db=str(tmp_path / "r.db"), brokers=[broker.address, fresh_broker.address])
+    duty = CollectorDuty(district_ws, db=str(tmp_path / "r.db"), brokers=[broker.address, fresh_broker.address],
+                         client_id=f"district:collector-{time.monotonic_ns()}")  # not another test's session
     duty.start()
     try:
         assert duty.collector.wait_connected(15)

@@ -257,8 +257,11 @@ class CollectorDuty:
 
     name = "collector"
 
-    def __init__(self, directory, *, db: str | None = None, brokers: list[str] | None = None):
+    def __init__(self, directory, *, db: str | None = None, brokers: list[str] | None = None,
+                 client_id: str = CLIENT_ID):
         from provisioning.district.workspace import Workspace
+
+        self.client_id = client_id  # one collector per district: a second one would take over its sessions
 
         self.workspace = Workspace.load(directory)
         self.db = db
@@ -279,7 +282,7 @@ class CollectorDuty:
                                "so that the nodes learn the key") from None
         self.store = RecordStore.open(self.db, self.workspace.directory)
         self.collector = Collector(self.store, self.brokers, client_tls(self.workspace.directory, "district"), key,
-                                   prefix=self.workspace.topic_prefix).start()
+                                   prefix=self.workspace.topic_prefix, client_id=self.client_id).start()
         log.info("collector: storing into %s from %s", self.store._safe_url(), ", ".join(self.brokers))
 
     def stop(self) -> None:
