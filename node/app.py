@@ -39,6 +39,7 @@ from node.service.reporter import STORAGE_ERRORS, Reporter
 from node.service.storage import StorageWatch, open_outbox, restore_documents
 from node.topics import Topics
 from node.trust.commands import Limits
+from node.trust.verifier import verify_stored
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,15 @@ class NodeApp:
         self.store = store = StateStore(state_dir / "state.db")
         push(store.close)
         wiring.private_files_if_possible(state_dir / "state.db")
-        self.cfg = cfg = settings.apply_stored(cfg, store)  # signed remote settings accepted earlier
+        # Trust first: the remote settings kept from earlier are verified again against it before they apply.
+        self.trust = wiring.trust_keeper(cfg, store)
+        file_limits = Limits(max_envelope_bytes=cfg.trust.max_message_bytes,
+                             audio_max_bytes=cfg.audio.max_audio_mb * wiring.MB,
+                             audio_max_duration=cfg.audio.max_duration, skew_seconds=cfg.trust.clock_skew)
+        cfg, refused_settings = settings.apply_stored(cfg, store, lambda envelope: verify_stored(
+            envelope, trust=self.trust.document, node_id=cfg.node.id, groups=cfg.all_groups, kinds=("config",),
+            limits=file_limits))
+        self.cfg = cfg
         self.notifier = notifier or Notifier()
         self.birth = store.next_birth()
         self.topics = Topics(cfg.broker.topic_prefix, cfg.node.id)
@@ -93,7 +102,6 @@ class NodeApp:
             will=Will(self.topics.status, encode(will_payload(cfg.node.id, self.birth))),
             triage=self._triage, max_message_bytes=cfg.trust.max_message_bytes,
         )
-        self.trust = wiring.trust_keeper(cfg, store)
         self.pin_factory = pin_factory = pin_factory or wiring.simulated_pins(cfg)
         self.relays = wiring.relay_board(cfg, pin_factory, clock)
         if self.relays is not None:
@@ -120,6 +128,8 @@ class NodeApp:
                                  kick=self.kick)
         self._urgent = False
         self._last_floor_save = clock.monotonic()
+        for data in refused_settings:
+            self.emit_event("stored_envelope_refused", data)
         limits = Limits(max_envelope_bytes=cfg.trust.max_message_bytes,
                         audio_max_bytes=cfg.audio.max_audio_mb * wiring.MB,
                         audio_max_duration=cfg.audio.max_duration, skew_seconds=cfg.trust.clock_skew)

@@ -151,3 +151,66 @@ def test_forged_envelope_in_journal_does_not_play_after_restart(district, distri
         node.terminate()
         node.close()
         content.stop()
+
+
+def _state_db(path, sql: str, params=()):
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    with db:
+        rows = db.execute(sql, params).fetchall()
+    db.close()
+    return rows
+
+
+def test_config_setting_written_into_state_db_is_not_applied_at_restart(
+        district, district_ws, broker, tmp_path, python_exe):
+    """Someone with the SD card, node off, points the node at their own broker and turns the volume up:
+    once as merged settings written straight into state.db's kv, once as a config envelope with zeroed
+    signatures planted among the kept ones. After the restart the node still talks to the district's
+    broker (a forged broker.servers would keep it offline), only the genuine config the district sent
+    is in force, and the planted envelope is reported as stored_envelope_refused."""
+    import base64
+
+    sim, watcher = district
+    state_db = tmp_path / "state" / "state.db"
+    cfg = write_node_config(tmp_path / "node.toml", district_ws, NODE, [broker.address], state_dir=tmp_path / "state")
+    node = NodeProcess(cfg, python_exe)
+    try:
+        first = online(watcher)
+        genuine = sim.send("config", {"version": 1, "settings": {"audio.default_volume": 40}}, [NODE])
+        watcher.wait_for(lambda t, o: t.endswith(f"{NODE}/events") and o.get("type") == "config_applied"
+                         and o["data"]["command_id"] == genuine, timeout=15)
+        assert node.terminate() == 0
+        node.close()
+
+        hostile = {"broker.servers": ["127.0.0.1:9"], "audio.default_volume": 100}
+        forged_cmd = sim.command("config", {"version": 2, "settings": hostile}, [NODE])
+        forged = json.loads(sim.sign(forged_cmd))
+        for signature in forged["signatures"]:
+            signature["sig"] = base64.b64encode(bytes(64)).decode()
+        [(kept,)] = _state_db(state_db, "SELECT value FROM kv WHERE key='config_envelopes'")
+        kept = json.loads(kept)
+        assert [e["version"] for e in kept] == [1]
+        kept.append({"version": 2, "keys": sorted(hostile), "id": forged_cmd["id"],
+                     "envelope": base64.b64encode(json.dumps(forged).encode()).decode()})
+        _state_db(state_db, "UPDATE kv SET value=? WHERE key='config_envelopes'", (json.dumps(kept),))
+        _state_db(state_db, "UPDATE kv SET value=? WHERE key='config_overlay'",
+                  (json.dumps({**hostile, "relays.warmup": 0.0}),))
+
+        node = NodeProcess(cfg, python_exe)
+        online(watcher, first["birth"] + 1)   # not sent to 127.0.0.1:9
+        _, ev = watcher.wait_for(lambda t, o: t.endswith(f"{NODE}/events")
+                                 and o.get("type") == "stored_envelope_refused", timeout=15)
+        assert ev["data"]["store"] == "config" and ev["data"]["reason"] == "bad_signature"
+        assert ev["data"]["command_id"] == forged_cmd["id"]
+        assert node.terminate() == 0
+        node.close()
+        [(overlay,)] = _state_db(state_db, "SELECT value FROM kv WHERE key='config_overlay'")
+        assert json.loads(overlay) == {"audio.default_volume": 40}   # what is in force: the genuine one only
+        refusals = [json.loads(p) for t, p, _ in watcher.seen
+                    if t.endswith("/events") and b'"stored_envelope_refused"' in p]
+        assert len({r["id"] for r in refusals}) == 1   # the genuine envelope verified (resends share the id)
+    finally:
+        node.terminate()
+        node.close()

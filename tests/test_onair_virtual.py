@@ -253,6 +253,55 @@ def test_signed_config_changes_whitelisted_settings_and_refuses_the_rest(node):
     assert node.events("rejected")[-1]["data"]["reason"] == "rollback"
 
 
+def test_genuine_stored_config_still_applies_after_restart_and_a_revoked_signer_does_not(tmp_path, district_ws):
+    """Configs the district sent are kept as signed envelopes and verified again at start: after a
+    restart both settings are in force (merged oldest first), the node.toml value otherwise. A later
+    restart under a trust document that revokes their signer drops them with stored_envelope_refused."""
+    import shutil
+
+    from provisioning.district.workspace import bump_trust
+
+    ws = tmp_path / "district"
+    shutil.copytree(district_ws, ws)
+    (tmp_path / "a").mkdir()
+    node = VirtualNode(tmp_path / "a", ws)
+    node.send("config", {"version": 1, "settings": {"audio.default_volume": 55, "relays.idle_hold": 5}},
+              valid_for=86400)
+    node.send("config", {"version": 2, "settings": {"audio.default_volume": 65}}, valid_for=86400)
+    assert [e["version"] for e in node.app.store.get("config_envelopes")] == [1, 2]
+    node.send("config", {"version": 3, "settings": {"relays.idle_hold": 7}}, valid_for=86400)
+    assert [e["version"] for e in node.app.store.get("config_envelopes")] == [2, 3]  # v1 no longer counts
+    clock, state = node.clock, node.state_dir
+    node.close()
+
+    node = VirtualNode(tmp_path / "a", ws, clock=clock, state_dir=state)
+    try:
+        assert node.cfg.audio.default_volume == 80 and node.app.cfg.audio.default_volume == 65
+        assert node.app.onair.sequencer.idle_hold == 7 and node.app.cfg.relays.idle_hold == 7
+        assert node.events("stored_envelope_refused") == []
+    finally:
+        node.close()
+
+    v1 = (ws / "trust.json").read_bytes()
+    v2 = bump_trust(ws, revoke=["schedule"])   # the key that signed both configs (role config)
+    (ws / "trust.json").write_bytes(v1)        # the SD card keeps version 1: version 2 arrives over MQTT
+    node = VirtualNode(tmp_path / "a", ws, clock=clock, state_dir=state)
+    try:
+        node.deliver(v2)
+        assert node.events("trust_updated")[-1]["data"]["version"] == 2
+        clock, state = node.clock, node.state_dir
+    finally:
+        node.close()
+    node = VirtualNode(tmp_path / "a", ws, clock=clock, state_dir=state)  # trust v2 from the stored chain
+    try:
+        assert node.app.intake.trust.document.version == 2
+        assert node.app.cfg.audio.default_volume == 80 and node.app.cfg.relays.idle_hold == 30
+        refused = [e["data"] for e in node.events("stored_envelope_refused")]
+        assert [(r["store"], r["reason"]) for r in refused] == [("config", "revoked_key")] * 2
+    finally:
+        node.close()
+
+
 def test_link_down_climbs_the_recovery_ladder_up_to_a_reboot_request_and_reports_the_return(node):
     """No registration and no broker for hours: requery, modem reset, then a reboot asked through a
     request file that the root-owned speaker-reboot.path watches (the daemon itself is unprivileged)."""

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS journal (slot TEXT PRIMARY KEY, payload TEXT NOT NULL
 """
 
 MAX_SEEN_IDS = 200_000  # bound even if a district sends far more than expected
-COPIED_KEYS = ("trust_chain", "time_floor", "config_overlay", "reset_epoch", "birth")
+COPIED_KEYS = ("trust_chain", "time_floor", "config_overlay", "reset_epoch", "birth", "config_envelopes")
 COPIED_DOCUMENTS = ("schedule", "config")
 
 # Fault reasons (the `reason` of a storage_fault event, docs/heartbeat.md).
@@ -482,7 +482,7 @@ def _newest_values(copied: dict, stored: dict) -> dict:
     values = dict(copied)
     for key, value in stored.items():
         old = values.get(key)
-        if old is None or key == "config_overlay":
+        if old is None or key in ("config_overlay", "config_envelopes"):  # verified again at start
             values[key] = value
         elif key == "trust_chain":
             values[key] = value if len(value) >= len(old) else old

@@ -230,6 +230,9 @@ class CommandIntake:
             # Only a config the node applied moves its version: a refused one can be corrected and resent.
             if self.dispatcher.on_config(command):
                 self.store.store_document("config", command.version, payload)
+                from node.service import settings
+
+                settings.keep_envelope(self.store, command.version, command.body.settings, payload, command.id)
         elif command.type == "play":
             self.dispatcher.on_play(command, payload)
         elif command.type == "stop":
