@@ -187,3 +187,27 @@ def test_fake_tree_records_what_the_service_did():
     assert tree.history == [("install", "0.2.0"), ("point", "current", "0.2.0")]
     with pytest.raises(InstallError):
         FakeReleaseTree("0.1.0").point("current", "9.9.9")
+
+
+def test_guard_supervisor_rolls_back_a_trial_version_that_hangs(tmp_path):
+    """A new version that neither crashes nor commits: the guard kills it at the deadline and starts the
+    previous version, which then reports the rollback (its own start sees rolling_back)."""
+    tree = ReleaseTree(tmp_path / "opt")
+    for v, script in (("0.1.0", "#!/bin/sh\necho old >> \"$0.ran\"\nexit 0\n"),
+                      ("0.2.0", "#!/bin/sh\nexec sleep 600\n")):
+        venv = tree.venv(v) / "bin"
+        venv.mkdir(parents=True)
+        (venv / "speaker-node").write_text(script)
+        (venv / "speaker-node").chmod(0o755)
+        (tree.releases / v / ".complete").write_text(v)
+    tree.point("committed", "0.1.0")
+    tree.point("current", "0.2.0")
+    state = UpdateStateFile(tmp_path / "update.json")
+    state.save(st.UpdateRecord(S.TRIAL, "0.2.0", "0.1.0", "{}"))
+    rc = guard.supervise(tree, state, ["run"], trial_deadline_s=1.0, poll_s=0.05)
+    assert rc == 0                                    # the old version ran and exited cleanly
+    assert tree.current() == "0.1.0" and tree.committed() == "0.1.0"
+    assert (tree.venv("0.1.0") / "bin" / "speaker-node.ran").read_text() == "old\n"
+    record = state.load()
+    assert record.state is S.IDLE and record.known_bad == ("0.2.0",)
+    assert record.outcomes[-1]["outcome"] == "rolled_back" and "hung" in record.outcomes[-1]["reason"]

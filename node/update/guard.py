@@ -56,29 +56,45 @@ def supervise(tree: ReleaseTree, state_file: UpdateStateFile, args: list[str], *
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     env = {**os.environ, SUPERVISED_ENV: "1"}
-    for _ in range(max_restarts):
-        before_start(tree, state_file)
-        child = subprocess.Popen([str(tree.executable("current")), *args], env=env)
-        started = time.monotonic()
-        while child.poll() is None:
-            time.sleep(poll_s)
-            trial = state_file.load().state is st.UpdateState.TRIAL
-            if trial and not stopping and time.monotonic() - started > trial_deadline_s:
-                log.warning("update-guard: the trial version hangs past %.0f s: killing it", trial_deadline_s)
-                child.kill()
-        rc = child.returncode
-        if stopping:
-            return 0 if rc in (0, -signal.SIGTERM) else rc
-        state = state_file.load().state
-        if rc == EXIT_RESTART or (rc != 0 and state in (st.UpdateState.TRIAL, st.UpdateState.ROLLING_BACK,
-                                                        st.UpdateState.SWITCHING)):
-            continue
-        return rc
-    log.error("update-guard: %d restarts in a row; giving up", max_restarts)
-    return 1
+    try:
+        for _ in range(max_restarts):
+            before_start(tree, state_file)
+            child = subprocess.Popen([str(tree.executable("current")), *args], env=env)
+            started = time.monotonic()
+            while child.poll() is None:
+                time.sleep(poll_s)
+                record = state_file.load()
+                if (record.state is st.UpdateState.TRIAL and not stopping
+                        and time.monotonic() - started > trial_deadline_s):
+                    _roll_back_hung(tree, state_file, record, child, trial_deadline_s)
+            rc = child.returncode
+            if stopping:
+                return 0 if rc in (0, -signal.SIGTERM) else rc
+            state = state_file.load().state
+            if rc == EXIT_RESTART or (rc != 0 and state in (st.UpdateState.TRIAL, st.UpdateState.ROLLING_BACK,
+                                                            st.UpdateState.SWITCHING)):
+                continue
+            return rc
+        log.error("update-guard: %d restarts in a row; giving up", max_restarts)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _roll_back_hung(tree, state_file, record, child, deadline_s: float) -> None:
+    """A version that neither commits nor crashes in time is as bad as one that crashes: roll it back now
+    rather than waiting out MAX_TRIAL_STARTS more hangs."""
+    log.warning("update-guard: the trial version hangs past %.0f s: killing it, rolling back", deadline_s)
+    child.kill()
+    child.wait()
+    new, actions = st.step(record, st.Unhealthy(f"hung: no commit within {deadline_s:.0f} s of its start"))
+    state_file.save(new)
+    for action in actions:
+        if action.name == "link_previous" and action.data.get("version"):
+            tree.point("current", action.data["version"])
 
 
 def main(argv: list[str]) -> int:
