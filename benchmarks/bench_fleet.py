@@ -147,17 +147,18 @@ def run_size(n: int, base: Path) -> dict:
                                    min_off=0.2, reconnect_max=120.0, ntp_file=flag)
         node.config.write_text(text.replace('reconnect_min = "0.2s"', 'reconnect_min = "1s"'))
     content = box.start_content_server()
-    sub = Subscriber(box.workspace, broker.address, TOPICS, client_id=f"district:fleet-{os.getpid()}-{n}")
+    sub = sim = collector = None
     db = box.dir / "records.db"
-    collector = subprocess.Popen([sys.executable, "-c", COLLECTOR_PROCESS, str(box.workspace), str(db),
-                                  broker.address], stdout=subprocess.PIPE, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    if collector.stdout.readline().strip() != "ready":
-        raise RuntimeError("the collector did not start")
-    sim = DistrictSimulator(box.workspace, broker.address)
     ids = set(box.nodes)
     result: dict = {"n": n}
     try:
+        sub = Subscriber(box.workspace, broker.address, TOPICS, client_id=f"district:fleet-{os.getpid()}-{n}")
+        collector = subprocess.Popen([sys.executable, "-c", COLLECTOR_PROCESS, str(box.workspace), str(db),
+                                      broker.address], stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        if collector.stdout.readline().strip() != "ready":
+            raise RuntimeError("the collector did not start")
+        sim = DistrictSimulator(box.workspace, broker.address)
         t0 = time.monotonic()
         box.start_nodes()
         result["online99_s"] = wait_online(sub, ids, t0, 0.99, 120 + n)
@@ -239,26 +240,29 @@ def run_size(n: int, base: Path) -> dict:
         result["broker_rss_mb"] = proc_status_kib(bpid, "VmRSS") / 1024
         return result
     finally:
-        sim.close()
-        sub.close()
+        if sim:
+            sim.close()
+        if sub:
+            sub.close()
         codes = box.stop()                       # nodes first: their last records reach the collector
         result["clean_stops"] = sum(1 for c in codes.values() if c == 0)
-        collector.send_signal(signal.SIGTERM)
-        try:
-            out, _ = collector.communicate(timeout=30)
-            result["collector"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-        except (subprocess.TimeoutExpired, ValueError):
-            collector.kill()
-            result["collector"] = {}
-        store = RecordStore(str(db))
-        try:
-            rows = store.query("SELECT node, count(*) FROM records WHERE kind = 'play' AND level = 'emergency' "
-                               "GROUP BY node")
-            result["db_emergency_nodes"] = sum(1 for _, c in rows if c == 1)
-            result["db_emergency_dupes"] = sum(c - 1 for _, c in rows if c > 1)
-            result["db_records"] = store.count()
-        finally:
-            store.close()
+        if collector is not None:             # a start-up failure propagates; nothing to read then
+            collector.send_signal(signal.SIGTERM)
+            try:
+                out, _ = collector.communicate(timeout=30)
+                result["collector"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+            except (subprocess.TimeoutExpired, ValueError):
+                collector.kill()
+                result["collector"] = {}
+            store = RecordStore(str(db))
+            try:
+                rows = store.query("SELECT node, count(*) FROM records WHERE kind = 'play' AND level = 'emergency' "
+                                   "GROUP BY node")
+                result["db_emergency_nodes"] = sum(1 for _, c in rows if c == 1)
+                result["db_emergency_dupes"] = sum(c - 1 for _, c in rows if c > 1)
+                result["db_records"] = store.count()
+            finally:
+                store.close()
 
 
 def play_records_any(sub: Subscriber) -> list[dict]:

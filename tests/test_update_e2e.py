@@ -82,74 +82,75 @@ def _status_version(watcher, version, timeout):
                         and o.get("ver") == version, timeout=timeout)[1]
 
 
+@pytest.fixture
+def district(district_ws, broker, tmp_path):
+    """The district's side of an update: its content server, a signing simulator, a watcher."""
+    content = ContentServer(district_ws, tmp_path / "served").start()
+    sim = DistrictSimulator(district_ws, broker.address)
+    watcher = district_probe(broker, district_ws, client_id=f"upd-{os.getpid()}-{time.monotonic_ns()}")
+    yield content, sim, watcher
+    watcher.close()
+    sim.close()
+    content.stop()
+
+
+def _send_update(district_ws, district, wheels, version: str, tmp_path: Path) -> dict:
+    """`speaker-district release` of `version`, served, and a signed update command to NODE."""
+    content, sim, _ = district
+    rel = _release(district_ws, wheels[version], version, tmp_path / "served" / version)
+    body = {"release": (rel / "release.json").read_text(), "files_url": content.url(version + "/")}
+    sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+    return body
+
+
 def _sw_delta(watcher, timeout, **expected):
     return watcher.find(lambda t, o: t == f"spk/node/{NODE}/delta" and o and all(
         (o.get("sw") or {}).get(k) == v for k, v in expected.items()), timeout=timeout)[1]
 
 
 def test_update_installs_beside_commits_when_healthy_and_a_crashing_release_rolls_back(
-        installed_node, wheels, district_ws, broker, tmp_path):
+        installed_node, wheels, district_ws, district, tmp_path):
     tree, proc, _ = installed_node
-    content = ContentServer(district_ws, tmp_path / "served").start()
-    sim = DistrictSimulator(district_ws, broker.address)
-    watcher = district_probe(broker, district_ws, client_id=f"upd-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        _status_version(watcher, OLD, 60)
-        # 1. A healthy release: downloaded, installed beside, switched, re-executed, committed.
-        rel = _release(district_ws, wheels[NEW], NEW, tmp_path / "served" / NEW)
-        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(NEW + "/")}
-        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
-        assert _events(watcher, "update_started", 30)["data"]["version"] == NEW
-        assert _events(watcher, "update_installed", 180)["data"]["version"] == NEW
-        committed = _events(watcher, "update_committed", 120)
-        assert committed["data"] == {"version": NEW, "previous": OLD, "reason": None}
-        status = _status_version(watcher, NEW, 30)
-        assert status["sw"]["prev"] == OLD and status["sw"]["state"] == "trial"
-        _sw_delta(watcher, 30, state="idle", result="committed")
-        assert (tree.current(), tree.committed()) == (NEW, NEW)
-        assert tree.is_complete(OLD) and tree.is_complete(NEW)   # the previous one is kept
+    _, sim, watcher = district
+    _status_version(watcher, OLD, 60)
+    # 1. A healthy release: downloaded, installed beside, switched, re-executed, committed.
+    _send_update(district_ws, district, wheels, NEW, tmp_path)
+    assert _events(watcher, "update_started", 30)["data"]["version"] == NEW
+    assert _events(watcher, "update_installed", 180)["data"]["version"] == NEW
+    committed = _events(watcher, "update_committed", 120)
+    assert committed["data"] == {"version": NEW, "previous": OLD, "reason": None}
+    status = _status_version(watcher, NEW, 30)
+    assert status["sw"]["prev"] == OLD and status["sw"]["state"] == "trial"
+    _sw_delta(watcher, 30, state="idle", result="committed")
+    assert (tree.current(), tree.committed()) == (NEW, NEW)
+    assert tree.is_complete(OLD) and tree.is_complete(NEW)   # the previous one is kept
 
-        # 2. A release that crashes at every start: the guard (the committed NEW code) rolls it back.
-        rel = _release(district_ws, wheels[CRASHING], CRASHING, tmp_path / "served" / CRASHING)
-        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(CRASHING + "/")}
-        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
-        rolled = _events(watcher, "update_rolled_back", 300)
-        assert rolled["data"]["version"] == CRASHING and rolled["data"]["previous"] == NEW
-        assert "without passing its health check" in rolled["data"]["reason"]
-        _status_version(watcher, NEW, 30)
-        assert (tree.current(), tree.committed()) == (NEW, NEW)
+    # 2. A release that crashes at every start: the guard (the committed NEW code) rolls it back.
+    body = _send_update(district_ws, district, wheels, CRASHING, tmp_path)
+    rolled = _events(watcher, "update_rolled_back", 300)
+    assert rolled["data"]["version"] == CRASHING and rolled["data"]["previous"] == NEW
+    assert "without passing its health check" in rolled["data"]["reason"]
+    _status_version(watcher, NEW, 30)
+    assert (tree.current(), tree.committed()) == (NEW, NEW)
 
-        # 3. The same broken release again: refused at once, the node remembers it failed here.
-        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
-        refused = _events(watcher, "update_refused", 30)
-        assert refused["data"]["reason"] == "known_bad"
-        assert proc.poll() is None
-    finally:
-        watcher.close()
-        sim.close()
-        content.stop()
+    # 3. The same broken release again: refused at once, the node remembers it failed here.
+    sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+    refused = _events(watcher, "update_refused", 30)
+    assert refused["data"]["reason"] == "known_bad"
+    assert proc.poll() is None
 
 
 def test_release_that_never_passes_its_health_check_rolls_back_after_the_deadline(
-        installed_node, wheels, district_ws, broker, tmp_path):
+        installed_node, wheels, district_ws, district, tmp_path):
     tree, proc, _ = installed_node
-    content = ContentServer(district_ws, tmp_path / "served").start()
-    sim = DistrictSimulator(district_ws, broker.address)
-    watcher = district_probe(broker, district_ws, client_id=f"upd-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        _status_version(watcher, OLD, 60)
-        rel = _release(district_ws, wheels[UNHEALTHY], UNHEALTHY, tmp_path / "served" / UNHEALTHY)
-        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(UNHEALTHY + "/")}
-        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
-        rolled = _events(watcher, "update_rolled_back", 240)
-        assert rolled["data"]["version"] == UNHEALTHY and rolled["data"]["previous"] == OLD
-        assert "broker_connected" in rolled["data"]["reason"]
-        _status_version(watcher, OLD, 30)
-        assert (tree.current(), tree.committed()) == (OLD, OLD)
-    finally:
-        watcher.close()
-        sim.close()
-        content.stop()
+    watcher = district[2]
+    _status_version(watcher, OLD, 60)
+    _send_update(district_ws, district, wheels, UNHEALTHY, tmp_path)
+    rolled = _events(watcher, "update_rolled_back", 240)
+    assert rolled["data"]["version"] == UNHEALTHY and rolled["data"]["previous"] == OLD
+    assert "broker_connected" in rolled["data"]["reason"]
+    _status_version(watcher, OLD, 30)
+    assert (tree.current(), tree.committed()) == (OLD, OLD)
 
 
 def _supervised(tree, cfg: Path, state: Path, log, env) -> subprocess.Popen:
@@ -162,7 +163,7 @@ def _supervised(tree, cfg: Path, state: Path, log, env) -> subprocess.Popen:
 
 @pytest.mark.parametrize("cut_in", ["pending", "downloading", "installing", "switching", "trial", "committing"])
 def test_power_cut_in_every_update_state_ends_committed_with_one_install(
-        cut_in, wheels, tmp_path, district_ws, broker):
+        cut_in, wheels, tmp_path, district_ws, broker, district):
     """kill -9 right after the record entering each state is on disk; restart as systemd would."""
     tree = ReleaseTree(tmp_path / "opt")
     tree.install(OLD, wheels[OLD], "speaker-node")
@@ -174,16 +175,12 @@ def test_power_cut_in_every_update_state_ends_committed_with_one_install(
     marker = tmp_path / "killed"
     base_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     log = open(tmp_path / "node.log", "ab")
-    content = ContentServer(district_ws, tmp_path / "served").start()
-    sim = DistrictSimulator(district_ws, broker.address)
-    watcher = district_probe(broker, district_ws, client_id=f"upd-cut-{os.getpid()}-{time.monotonic_ns()}")
+    watcher = district[2]
     proc = _supervised(tree, cfg, state_dir / "update.json", log,
                        {**base_env, "SPEAKER_UPDATE_KILL_AT": f"{cut_in}:{marker}"})
     try:
         _status_version(watcher, OLD, 60)
-        rel = _release(district_ws, wheels[NEW], NEW, tmp_path / "served" / NEW)
-        body = {"release": (rel / "release.json").read_text(), "files_url": content.url(NEW + "/")}
-        sim.send("update", body, [NODE], keys=[sim.ws.key("release-a"), sim.ws.key("release-b")])
+        _send_update(district_ws, district, wheels, NEW, tmp_path)
         deadline = time.monotonic() + 240
         while not (tree.committed() == NEW and tree.current() == NEW):
             assert time.monotonic() < deadline, (tree.current(), tree.committed(), cut_in)
@@ -205,6 +202,3 @@ def test_power_cut_in_every_update_state_ends_committed_with_one_install(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         log.close()
-        watcher.close()
-        sim.close()
-        content.stop()
