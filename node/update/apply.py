@@ -30,8 +30,13 @@ from node.update.tree import ReleaseTree
 
 
 def release_of_command(command_envelope: str, trust: TrustDocument) -> Release:
-    """The release embedded in a stored update command, verified again - at its own issue time: the
-    one-shot applier has no trusted clock; the daemon checked freshness when it accepted the command."""
+    """The release embedded in a stored update command, verified again (see stored_update)."""
+    return stored_update(command_envelope, trust)[1]
+
+
+def stored_update(command_envelope: str, trust: TrustDocument):
+    """(command, release) of a stored update command, both verified again - at the command's own issue
+    time: the one-shot applier has no trusted clock; the daemon checked freshness when it accepted it."""
     envelope = parse_envelope(command_envelope.encode("utf-8"))
     if envelope.payload_type != PAYLOAD_COMMAND:
         raise RemoteDataError(reasons.UNSUPPORTED_TYPE, f"stored {envelope.payload_type} is not a command")
@@ -45,7 +50,7 @@ def release_of_command(command_envelope: str, trust: TrustDocument) -> Release:
     if command.type != "update":
         raise RemoteDataError(reasons.UNSUPPORTED_TYPE, f"stored command is {command.type}, not update")
     issued = parse_release_body(parse_envelope(command.body.release).payload).issued_at
-    return verify_release(command.body.release, trust, issued)
+    return command, verify_release(command.body.release, trust, issued)
 
 
 def check_staged(release: Release, staging: Path) -> None:

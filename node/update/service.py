@@ -18,7 +18,7 @@ from pathlib import Path
 
 from node.errors import RemoteDataError, TransportError
 from node.update import state as st
-from node.update.apply import install_staged, release_of_command
+from node.update.apply import install_staged, release_of_command, stored_update
 from node.update.release import (
     REFUSED_DOWNLOAD_FAILED,
     REFUSED_INSTALL_FAILED,
@@ -206,10 +206,8 @@ class UpdateService:
     def _load_release(self) -> bool:
         """After a restart in pending/downloading/installing: the stored command is verified again."""
         try:
-            self._release = release_of_command(self.record.command or "", self.trust())
-            from node.trust.commands import parse_command
-            from node.trust.envelope import parse_envelope
-            self._files_url = parse_command(parse_envelope(self.record.command.encode()).payload).body.files_url
+            command, self._release = stored_update(self.record.command or "", self.trust())
+            self._files_url = command.body.files_url
             return True
         except (RemoteDataError, ValueError, AttributeError) as exc:
             reason = getattr(exc, "reason", "release_invalid")
