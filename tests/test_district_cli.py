@@ -44,3 +44,27 @@ def test_send_play_with_the_cli_makes_the_node_play_and_prints_the_command_id(di
         node.close()
         watcher.close()
         content.stop()
+
+
+def test_district_refuses_to_sign_a_command_a_node_would_drop_unread_as_too_large():
+    # A node keeps only the size of a message over its 64 KiB limit, so its rejection could not name the
+    # bytes (envelope_sha256 null, protocol section 6): the district tools never send one.
+    import datetime as dt
+
+    import pytest
+    from trust_fixtures import V
+
+    from node.errors import RemoteDataError
+    from provisioning.district import signing
+
+    slot = {"weekdays": [1], "start": "05:30", "duration": 60, "level": "normal", "volume": None,
+            "playlist": [V.content(content_id=f"clip-{n:03d}", url="https://district.example/" + "a" * 600)
+                         for n in range(100)]}
+    body = {"version": 9, "timezone": "Asia/Ho_Chi_Minh", "slots": [{**slot, "id": "s1"}, {**slot, "id": "s2"}]}
+    command = signing.build_command("schedule", body, targets=["27787-03"], valid_for=dt.timedelta(days=1))
+    with pytest.raises(RemoteDataError) as refused:
+        signing.sign_command(command, [V.key("schedule")])
+    assert refused.value.reason == "too_large"
+    small = {**body, "slots": [{**slot, "id": "s1", "playlist": slot["playlist"][:10]}]}
+    command = signing.build_command("schedule", small, targets=["27787-03"], valid_for=dt.timedelta(days=1))
+    assert len(signing.sign_command(command, [V.key("schedule")])) < 65536

@@ -5,7 +5,10 @@ plays each clip for its signed duration), the broker and the clock are stand-ins
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import json
 
 import pytest
 from onair_harness import T0, VirtualNode
@@ -118,6 +121,39 @@ def test_forged_command_never_moves_a_relay_or_plays(node):
     assert node.relay_history() == [] and node.player.played() == [] and node.records() == []
     [rejected] = node.events("rejected")
     assert rejected["data"]["reason"] == "unknown_key"
+
+
+def test_refusals_before_authentication_name_the_refused_bytes_by_digest_not_by_claimed_id(node):
+    # A district must match every rejection to what it sent. Before a signature verifies, the id in the
+    # body is anyone's claim (a forger could name a real command), so command_id stays null; the SHA-256
+    # of the exact bytes matches only the envelope the district published.
+    from node.schemas import validate
+
+    clip = node.clip("x", 5)
+    body = {**clip, "level": "normal", "volume": None, "start_at": None, "zones": None}
+    stranger_id = node.send("play", body, keys=[ed25519.generate()])
+    stranger = node.last_envelope
+    bulletin = node.district.key("bulletin")
+    node.send("play", body, keys=[bulletin] * 9)                 # more signatures than the limit of 8
+    nine = node.last_envelope
+    node.run(1)
+    unknown, too_many = node.events("rejected")
+    assert (unknown["data"]["reason"], too_many["data"]["reason"]) == ("unknown_key", "limit_exceeded")
+    assert unknown["data"]["command_id"] is None and too_many["data"]["command_id"] is None
+    assert unknown["data"]["envelope_sha256"] == hashlib.sha256(stranger).hexdigest()
+    assert too_many["data"]["envelope_sha256"] == hashlib.sha256(nine).hexdigest()
+    assert stranger_id.encode() in base64.b64decode(json.loads(stranger)["payload"])   # the id was there
+    for event in (unknown, too_many):
+        validate("event", event)
+
+
+def test_refusal_after_authentication_names_both_the_signed_id_and_the_digest(node):
+    command_id = node.play(node.clip("x", 5))
+    envelope = node.last_envelope
+    node.deliver(envelope)
+    [replayed] = node.events("rejected")
+    assert replayed["data"]["reason"] == "replayed" and replayed["data"]["command_id"] == command_id
+    assert replayed["data"]["envelope_sha256"] == hashlib.sha256(envelope).hexdigest()
 
 
 def test_schedule_across_midnight_plays_both_sides(node):

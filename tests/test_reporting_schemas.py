@@ -38,7 +38,19 @@ def test_events_validate():
     validate("event", make_event("27787-03", "started", {"ver": "0.1.0"}, T0))
     validate("event", make_event("27787-03", "rejected", {
         "reason": "bad_signature", "keyid": "bulletin-1", "command_id": "cmd-77",
-        "topic": "spk/node/27787-03/cmd", "detail": "signature does not verify"}, T0))
+        "topic": "spk/node/27787-03/cmd", "detail": "signature does not verify",
+        "envelope_sha256": "0f" * 32}, T0))
+    validate("event", make_event("27787-03", "rejected", {
+        "reason": "too_large", "keyid": None, "command_id": None, "topic": "spk/node/27787-03/cmd",
+        "detail": "70000 bytes", "envelope_sha256": None, "suppressed": 3}, T0))
+
+
+def test_rejected_event_without_envelope_digest_is_invalid():
+    # The digest is how a district matches a refusal whose command_id is null: it must always be there.
+    data = {"reason": "revoked_key", "keyid": "ab" * 32, "command_id": None, "topic": "t", "detail": "d"}
+    assert any("envelope_sha256" in p for p in errors("event", make_event("27787-03", "rejected", data, T0)))
+    data["envelope_sha256"] = "not-a-digest"
+    assert errors("event", make_event("27787-03", "rejected", data, T0))
 
 
 def test_rejected_event_without_reason_is_invalid():

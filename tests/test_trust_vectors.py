@@ -48,3 +48,7 @@ def test_vector_decision(path):
     expected = vector["expected"]
     assert decision.decision == expected["decision"], (vector["description"], decision)
     assert getattr(decision, "reason", None) == expected["reason"], (vector["description"], decision)
+    if expected["decision"] != "accepted":
+        # What the `rejected` event names: the authenticated id (or null) and the digest of the bytes.
+        assert decision.command_id == expected["command_id"], (vector["description"], decision)
+        assert decision.envelope_sha256 == expected["envelope_sha256"], (vector["description"], decision)

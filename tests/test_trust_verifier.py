@@ -292,6 +292,27 @@ def test_a_bug_inside_a_check_is_internal_error_not_malformed(monkeypatch):
     assert decision.detail.startswith("KeyError at test_trust_verifier.py:"), decision
 
 
+def test_every_refusal_names_the_exact_refused_bytes_by_sha256(monkeypatch):
+    # Crash, trust update, stored envelope and non-bytes input included: the district's only handle on a
+    # refusal whose command_id is null (tests/vectors cover each reason's command_id).
+    import hashlib
+
+    import node.trust.verifier as verifier
+    from node.trust.verifier import verify_message, verify_stored
+
+    envelope = play(signers=["revoked-bulletin"])
+    digest = hashlib.sha256(envelope).hexdigest()
+    assert verify(envelope).envelope_sha256 == digest
+    stale = V.trust_envelope(V.trust_body(version=1))
+    assert verify_message(stale, trust=TRUST, node_id=V.NODE_ID, now=NOW).envelope_sha256 == \
+        hashlib.sha256(stale).hexdigest()
+    assert verify_stored(envelope, trust=TRUST, node_id=V.NODE_ID, kinds=("play",)).envelope_sha256 == digest
+    assert verify("not bytes").envelope_sha256 is None
+    monkeypatch.setattr(verifier, "_check_targets", lambda *args: {}["roles"])
+    crashed = verify(play())
+    assert crashed.reason == "internal_error" and crashed.envelope_sha256 == hashlib.sha256(play()).hexdigest()
+
+
 def test_a_bug_in_the_trust_update_path_is_internal_error_too(monkeypatch):
     import node.trust.verifier as verifier
     from node.trust.verifier import verify_message

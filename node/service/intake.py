@@ -28,7 +28,7 @@ from node.trust.ack import verify_ack
 from node.trust.commands import Limits
 from node.trust.time_trust import ClockTrust
 from node.trust.trustdoc import TrustDocument, load_trust_file, verify_trust_update
-from node.trust.verifier import Accepted, Rejected, TrustAccepted, verify_message, verify_stored
+from node.trust.verifier import Accepted, Rejected, TrustAccepted, envelope_digest, verify_message, verify_stored
 
 log = logging.getLogger(__name__)
 # A DSSE signature's keyid as raw bytes: base64 payloads hold no quotes, so a match is a keyid field.
@@ -222,7 +222,8 @@ class CommandIntake:
                 self.observe_clock()
                 self._write("state", self.store.put, "time_floor", self.clock_trust.floor.isoformat())
             except RemoteDataError as exc:
-                return self._rejected(topic, Rejected(exc.reason, exc.detail, command_id=command.id))
+                return self._rejected(topic, Rejected(exc.reason, exc.detail, command_id=command.id,
+                                                      envelope_sha256=envelope_digest(payload)))
         elif command.type == "schedule":
             self._write("state", self.store.store_document, "schedule", command.version, payload)
             self.dispatcher.on_schedule(command, payload)
@@ -276,7 +277,7 @@ class CommandIntake:
         try:
             return verify_ack(payload, self.trust.document, self.node_id, self.clock_trust.trusted_now())
         except RemoteDataError as exc:
-            self._rejected(topic, Rejected(exc.reason, exc.detail))
+            self._rejected(topic, Rejected(exc.reason, exc.detail, envelope_sha256=envelope_digest(payload)))
             return []
 
     def _rejected(self, topic: str, rejected: Rejected) -> IntakeDecision:
@@ -289,7 +290,8 @@ class CommandIntake:
         log.log(level, "%s message on %s: %s %s", outcome, topic, rejected.reason, rejected.detail)
         if reported:
             data = {"reason": rejected.reason, "keyid": rejected.keyid, "command_id": rejected.command_id,
-                    "topic": topic, "detail": rejected.detail[:200] or None}
+                    "topic": topic, "detail": rejected.detail[:200] or None,
+                    "envelope_sha256": rejected.envelope_sha256}
             suppressed = self.rejections.take_suppressed()
             if suppressed:
                 data["suppressed"] = suppressed

@@ -16,9 +16,10 @@ test and fuzzer treats as a failure (STYLE.md point 11) - never folded into `mal
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import traceback
 from collections.abc import Callable, Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from node.errors import RemoteDataError
 from node.trust import keys as ed25519
@@ -64,6 +65,9 @@ class Rejected:
     keyid: str | None = None
     command_id: str | None = None
     report: bool = True
+    # SHA-256 (hex) of the exact bytes refused: how a district matches a refusal to what it sent, also
+    # when command_id is null (nothing of an unverified body is reported as if it were authentic).
+    envelope_sha256: str | None = None
 
     @property
     def decision(self) -> str:
@@ -73,6 +77,11 @@ class Rejected:
 def reject(reason: str, detail: str = "", keyid: str | None = None,
            command_id: str | None = None) -> Rejected:
     return Rejected(reason, detail, keyid, command_id, reasons.is_reported(reason))
+
+
+def envelope_digest(data) -> str | None:
+    """The `envelope_sha256` of a refusal: lowercase hex SHA-256 of the bytes as received."""
+    return hashlib.sha256(data).hexdigest() if isinstance(data, (bytes, bytearray)) else None
 
 
 def required_roles(command: Command, trust: TrustDocument) -> list[tuple[str, int]]:
@@ -173,7 +182,8 @@ def verify_message(
     checked at `now`, or at the persisted `floor` when the clock is untrusted (a root rotation must
     still reach a node whose clock is wrong; the floor can only make expiry stricter). Never raises."""
     return _decide(lambda: _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen,
-                                   versions or {}, limits, floor, accept_trust=True, reset_epoch=reset_epoch))
+                                   versions or {}, limits, floor, accept_trust=True, reset_epoch=reset_epoch),
+                   envelope_bytes)
 
 
 def verify_command(
@@ -200,18 +210,22 @@ def verify_command(
     issued_before_reset (time beacons excepted: they carry their own freshness).
     """
     return _decide(lambda: _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen,
-                                   versions or {}, limits, floor, accept_trust=False, reset_epoch=reset_epoch))
+                                   versions or {}, limits, floor, accept_trust=False, reset_epoch=reset_epoch),
+                   envelope_bytes)
 
 
-def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected]) -> Accepted | TrustAccepted | Rejected:
+def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected], data) -> Accepted | TrustAccepted | Rejected:
     try:
-        return verify()
+        result = verify()
     except RemoteDataError as exc:
-        return reject(exc.reason, exc.detail, exc.context.get("keyid"), exc.context.get("command_id"))
+        result = reject(exc.reason, exc.detail, exc.context.get("keyid"), exc.context.get("command_id"))
     except Exception as exc:  # noqa: BLE001 - a bug in a check: fail closed, under its own reason
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
-        return reject(reasons.INTERNAL_ERROR, f"{type(exc).__name__} at {where}: {str(exc)[:80]}")
+        result = reject(reasons.INTERNAL_ERROR, f"{type(exc).__name__} at {where}: {str(exc)[:80]}")
+    if isinstance(result, Rejected):
+        return replace(result, envelope_sha256=envelope_digest(data))
+    return result
 
 
 def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, floor, *, accept_trust,
@@ -327,7 +341,8 @@ def verify_stored(
     counts), each key's own validity at the command's not_before, roles, thresholds and targets.
     Freshness (expiry) and replay are the caller's: a stored envelope was accepted once, by design.
     Never raises for bad input."""
-    return _decide(lambda: _verify_stored(envelope_bytes, trust, node_id, tuple(groups), kinds, limits))
+    return _decide(lambda: _verify_stored(envelope_bytes, trust, node_id, tuple(groups), kinds, limits),
+                   envelope_bytes)
 
 
 def _verify_stored(data, trust, node_id, groups, kinds, limits):

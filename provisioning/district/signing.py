@@ -106,7 +106,12 @@ def sign_envelope(payload_type: str, body_bytes: bytes, keys) -> bytes:
 
 
 def sign_command(command: dict, keys) -> bytes:
-    return sign_envelope(PAYLOAD_COMMAND, check_command(command), keys)
+    envelope = sign_envelope(PAYLOAD_COMMAND, check_command(command), keys)
+    if len(envelope) > DEFAULT_LIMITS.max_envelope_bytes:
+        # A node drops such a message unread and can report only its size (protocol section 6).
+        raise RemoteDataError(reasons.TOO_LARGE, f"envelope is {len(envelope)} bytes, "
+                                                 f"limit {DEFAULT_LIMITS.max_envelope_bytes}")
+    return envelope
 
 
 # -- audio ------------------------------------------------------------------------------------------

@@ -158,6 +158,20 @@ def _swap_payload(envelope: bytes, new_payload: bytes) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+# Reasons decided before the body is authenticated and parsed (docs/protocol.md section 6, "which fields
+# of a rejected event are null"): the refusal's command_id is null, whatever id the bytes claim.
+UNAUTHENTICATED_REASONS = {"too_large", "malformed", "unsupported_type", "unsupported_version", "limit_exceeded",
+                           "live_url_refused", "unknown_key", "revoked_key", "bad_signature"}
+
+
+def refusal_fields(envelope: bytes, reason: str) -> dict:
+    """What a refusal names besides its reason: the signed id once authenticated, and always the digest."""
+    command_id = None
+    if reason not in UNAUTHENTICATED_REASONS:
+        command_id = json.loads(base64.b64decode(json.loads(envelope)["payload"]))["id"]
+    return {"command_id": command_id, "envelope_sha256": hashlib.sha256(envelope).hexdigest()}
+
+
 def cases() -> list[tuple[str, str, bytes, dict, dict]]:
     """(file stem, description, envelope, context, expected)."""
     ok = {"decision": "accepted", "reason": None}
@@ -176,6 +190,8 @@ def cases() -> list[tuple[str, str, bytes, dict, dict]]:
     out = []
 
     def add(stem, description, envelope, expected, **ctx):
+        if expected["decision"] != "accepted":
+            expected = {**expected, **refusal_fields(envelope, expected["reason"])}
         out.append((stem, description, envelope, _context(**ctx), expected))
 
     play = command("play", play_body(), cid=cid("play-normal"))
