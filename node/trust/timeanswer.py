@@ -152,7 +152,8 @@ def verify_time_answer(envelope_bytes: bytes, *, trust: TrustDocument, node_id: 
     nonce (unknown, then stale); trust document and key validity at the answer's time; `time` role
     threshold; uncertainty. The caller must `use()` the returned nonce."""
     # Bad input is RemoteDataError with its reason; a bug in a check fails closed as internal_error.
-    return _decide(lambda: _verify(envelope_bytes, trust, node_id, issued, received_monotonic, policy))
+    return _decide(lambda: _verify(envelope_bytes, trust, node_id, issued, received_monotonic, policy),
+                   envelope_bytes)
 
 
 def _verify(data, trust, node_id, issued, received, policy):

@@ -214,7 +214,8 @@ def verify_command(
                    envelope_bytes)
 
 
-def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected], data) -> Accepted | TrustAccepted | Rejected:
+def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected], data=None):
+    """Run one verification; a refusal is labelled with the SHA-256 of `data`, the bytes refused."""
     try:
         result = verify()
     except RemoteDataError as exc:
