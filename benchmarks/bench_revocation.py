@@ -34,17 +34,6 @@ from provisioning.district import certs  # noqa: E402
 from provisioning.district.localbroker import LocalBroker  # noqa: E402
 
 
-class UnfencedBroker(LocalBroker):
-    """The shipped config as it was before the fence: for the connect-cost comparison only."""
-
-    def write_config(self) -> Path:
-        conf = super().write_config()
-        text = "\n".join(line for line in conf.read_text().splitlines() if not line.startswith("plugin"))
-        conf.write_text(text.replace("require_certificate true",
-                                     "require_certificate true\nuse_identity_as_username true"))
-        return conf
-
-
 def node_context(node_dir: Path, ca: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cafile=str(ca))
@@ -117,7 +106,7 @@ def main(argv: list[str]) -> int:
                 connect_times.append(time_connect(broker, steady, f"27787-09:bench-{i}"))
         finally:
             broker.stop()
-        unfenced = UnfencedBroker(ws, Path(tmp) / "unfenced", nodes=None)
+        unfenced = LocalBroker(ws, Path(tmp) / "unfenced", nodes=None, fenced=False)  # the config before the fence
         unfenced.start()
         try:
             for i in range(connects):

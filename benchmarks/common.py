@@ -83,19 +83,7 @@ def ntp_flag(directory: Path) -> Path:
 
 def start_broker(box, extra_conf: str = ""):
     """box.start_broker(), optionally with extra mosquitto.conf lines (e.g. "set_tcp_nodelay true")."""
-    from provisioning.district.localbroker import LocalBroker
-
-    class TunedBroker(LocalBroker):
-        def write_config(self):
-            conf = super().write_config()
-            if extra_conf:
-                conf.write_text(conf.read_text() + "\n" + extra_conf + "\n")
-            return conf
-
-    box.broker = TunedBroker(box.workspace, box.dir / "broker",
-                             nodes={n.node_id: n.groups for n in box.nodes.values()})
-    box.broker.start()
-    return box.broker
+    return box.start_broker(extra_conf=extra_conf)
 
 
 # --- district side -----------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     outbox = Outbox(args.db, node_id=args.node)
     outbox.requeue_inflight()  # a previous run may have died with rows in flight
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"outbox-worker-{os.getpid()}",
+    # The broker's fence accepts a node certificate only as client id CN or CN:purpose.
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{args.node}:outbox-worker-{os.getpid()}",
                          protocol=mqtt.MQTTv5)
     if args.cafile:
         client.tls_set(ca_certs=args.cafile, certfile=args.cert, keyfile=args.key)

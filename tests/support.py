@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from provisioning import pki
 from provisioning.district.localbroker import client_tls
@@ -63,31 +65,57 @@ def node_tls(ws: Path, node_id: str) -> ssl.SSLContext:
 
 
 class Probe:
-    """A real MQTT client (mTLS) that records what it receives, for asserting on broker traffic."""
+    """The tests' one MQTT recorder: a real client (mTLS, MQTT 5) that records everything it receives,
+    in arrival order, for asserting on broker traffic. Returns from the constructor only after CONNACK
+    and (when it subscribes) SUBACK, so nothing published afterwards is missed.
 
-    def __init__(self, broker, ctx: ssl.SSLContext, client_id: str, subscribe=(), connect=True):
+    session_expiry: a persistent session (clean start off) like a node's or the collector's: what the
+    broker queued for it while it was away arrives when it connects again. reconnect: paho's
+    (min, max) reconnect delay, for a client that must come back after a broker restart.
+    Records: `seen` [(topic, payload, retain)], the queue `messages` (wait_for/drain consume it),
+    `connack` (the reason code), `disconnects` (how often the broker or we closed the connection)."""
+
+    def __init__(self, broker, ctx: ssl.SSLContext, client_id: str, subscribe=(), connect=True, *,
+                 session_expiry: int | None = None, reconnect: tuple[float, float] | None = None):
         self.messages: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
         self.seen: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
         self.connack = threading.Event()
         self.subscribed = threading.Event()
         self.reason = None
+        self.disconnects = 0
         self.acks: set[int] = set()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.client.tls_set_context(ctx)
+        if reconnect:
+            self.client.reconnect_delay_set(*reconnect)
         self._subscribe = list(subscribe)
+        self._session_expiry = session_expiry
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.on_publish = lambda c, u, mid, rc, p: self.acks.add(mid)
+        self.client.on_disconnect = self._on_disconnect
         self.broker = broker
         if connect:
-            self.client.connect(broker.host, broker.port, keepalive=30)
-            self.client.loop_start()
-            if not self.connack.wait(10):
-                raise TimeoutError("no CONNACK")
-            # Messages published before the broker's SUBACK would be missed: wait for it.
-            if self._subscribe and not self.reason.is_failure and not self.subscribed.wait(10):
-                raise TimeoutError("no SUBACK")
+            self.connect()
+
+    def connect(self, timeout: float = 10.0) -> "Probe":
+        kwargs = {}
+        if self._session_expiry is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._session_expiry
+            kwargs = {"clean_start": False, "properties": props}
+        self.connack.clear()
+        self.subscribed.clear()
+        self.client.connect(self.broker.host, self.broker.port, keepalive=30, **kwargs)
+        self.client.loop_start()
+        if not self.connack.wait(timeout):
+            raise TimeoutError("no CONNACK")
+        # Messages published before the broker's SUBACK would be missed: wait for it.
+        if self._subscribe and not self.reason.is_failure and not self.subscribed.wait(timeout):
+            raise TimeoutError("no SUBACK")
+        return self
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self.reason = reason_code
@@ -95,9 +123,26 @@ class Probe:
             client.subscribe([(t, 1) for t in self._subscribe])
         self.connack.set()
 
+    def _on_disconnect(self, *_):
+        self.disconnects += 1
+
     def _on_message(self, client, userdata, msg):
-        self.seen.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+        with self._lock:
+            self.seen.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
         self.messages.put(msg)
+
+    def payloads(self) -> list[bytes]:
+        """Every payload received so far, in arrival order."""
+        with self._lock:
+            return [payload for _, payload, _ in self.seen]
+
+    def wait_seen(self, predicate, timeout: float = 10.0) -> list[bytes]:
+        """Wait until predicate(payloads received so far) holds; returns those payloads."""
+        def holds():
+            got = self.payloads()
+            return (got,) if predicate(got) else None
+
+        return wait_until(holds, timeout)[0]
 
     def wait_for(self, predicate, timeout: float = 10.0):
         """Return the first received message (topic, payload-json) for which predicate(topic, obj) holds."""
@@ -127,6 +172,16 @@ class Probe:
             if predicate(topic, obj):
                 return topic, obj
         return self.wait_for(predicate, timeout)
+
+    def drain(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        """The payloads of the next `count` messages (fewer if the deadline comes first)."""
+        got, deadline = [], time.monotonic() + timeout
+        while len(got) < count:
+            try:
+                got.append(bytes(self.messages.get(timeout=max(0.01, deadline - time.monotonic())).payload))
+            except queue.Empty:
+                break
+        return got
 
     def publish(self, topic, payload, qos=1, retain=False, timeout=5.0) -> bool:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -213,24 +268,41 @@ class NodeProcess:
         self._log.close()
 
 
-def try_connect(broker, ctx: ssl.SSLContext, client_id: str) -> bool:
-    """True if the broker accepts an MQTT 5 connection over CTX within ~5 s; False if the TLS handshake
-    fails, the broker refuses (CONNACK failure) or never answers."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+def connack_code(broker, ctx: ssl.SSLContext, client_id: str, timeout: float = 10.0, *, mqtt311: bool = False,
+                 auth_method: str | None = None) -> int | None:
+    """One connection attempt as CLIENT_ID asking for its persistent session; returns the CONNACK reason
+    code value (0 = accepted), or None when the connection failed before any CONNACK (TLS refused, or the
+    broker closed the connection)."""
+    protocol = mqtt.MQTTv311 if mqtt311 else mqtt.MQTTv5
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                    clean_session=False if mqtt311 else None)
     c.tls_set_context(ctx)
     result = {}
-    c.on_connect = lambda cl, u, f, rc, p: result.setdefault("rc", rc)
+    c.on_connect = lambda _c, _u, _f, reason, _p: result.setdefault("rc", reason.value)
+    kwargs = {}
+    if not mqtt311:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        if auth_method:
+            props.AuthenticationMethod = auth_method
+        kwargs = {"clean_start": False, "properties": props}
     try:
-        c.connect(broker.host, broker.port, keepalive=10)
-        for _ in range(50):
-            c.loop(timeout=0.1)
-            if "rc" in result:
-                break
-    except (ssl.SSLError, OSError):
-        return False
+        c.connect(broker.host, broker.port, keepalive=30, **kwargs)
+        deadline = time.monotonic() + timeout
+        while "rc" not in result and time.monotonic() < deadline:
+            if c.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                break  # the broker closed the connection
+    except OSError:  # ssl.SSLError included
+        return None
     finally:
         try:
             c.disconnect()
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort on a socket that may be gone
             pass
-    return "rc" in result and not result["rc"].is_failure
+    return result.get("rc")
+
+
+def try_connect(broker, ctx: ssl.SSLContext, client_id: str) -> bool:
+    """True if the broker accepts an MQTT 5 connection over CTX; False if the TLS handshake fails, the
+    broker refuses (CONNACK failure) or never answers."""
+    return connack_code(broker, ctx, client_id, timeout=5.0) == 0

@@ -7,17 +7,13 @@ client id, once or over and over; or holds a certificate that the district then 
 from __future__ import annotations
 
 import json
-import queue
 import re
 import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from support import node_tls, wait_until
+from support import Probe, connack_code, node_tls, wait_until
 
 from provisioning.district import certs
 from provisioning.district.localbroker import LocalBroker, client_tls
@@ -27,98 +23,17 @@ TELEGRAF_CLIENT_IDS = re.findall(r'^\s*client_id = "([^"]+)"', (Path(__file__).r
                                 "dashboard" / "telegraf.conf").read_text(), re.M)
 
 
-class Session:
+def session(broker, ctx, client_id: str, topics=()) -> Probe:
     """A persistent MQTT v5 session (clean start off, one hour expiry) like a node's or the collector's,
-    recording what it receives and whether the broker ever closed its connection."""
-
-    def __init__(self, broker, ctx, client_id: str, topics=()):
-        self.broker, self.ctx, self.client_id, self.topics = broker, ctx, client_id, list(topics)
-        self.received: "queue.Queue[bytes]" = queue.Queue()
-        self.connack = None
-        self.disconnects = 0
-        self.ready = threading.Event()
-        self.client = None
-
-    def connect(self, timeout: float = 10.0) -> "Session":
-        self.ready.clear()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
-        c.tls_set_context(self.ctx)
-        c.on_connect = self._on_connect
-        c.on_subscribe = lambda *_: self.ready.set()
-        c.on_message = lambda _c, _u, msg: self.received.put(bytes(msg.payload))
-        c.on_disconnect = self._on_disconnect
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client = c
-        c.connect(self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=props)
-        c.loop_start()
-        if not self.ready.wait(timeout):
-            raise TimeoutError(f"{self.client_id}: no CONNACK/SUBACK (connack {self.connack})")
-        return self
-
-    def _on_connect(self, client, _u, _flags, reason, _props):
-        self.connack = reason
-        if reason.is_failure:
-            self.ready.set()
-        elif self.topics:
-            client.subscribe([(t, 1) for t in self.topics])
-        else:
-            self.ready.set()
-
-    def _on_disconnect(self, *_):
-        self.disconnects += 1
-
-    def drain(self, count: int, timeout: float = 10.0) -> list[bytes]:
-        got, deadline = [], time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            try:
-                got.append(self.received.get(timeout=max(0.01, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        return got
-
-    def close(self):
-        if self.client:
-            self.client.disconnect()
-            self.client.loop_stop()
-            self.client = None
+    recording what it receives and how often its connection was closed."""
+    return Probe(broker, ctx, client_id, topics, session_expiry=3600)
 
 
-def attempt(broker, ctx, client_id: str, timeout: float = 10.0, *, mqtt311: bool = False,
-            auth_method: str | None = None) -> int | None:
-    """One connection attempt as CLIENT_ID asking for its persistent session; returns the CONNACK reason
-    code value (0 = accepted), or None when the connection failed before any CONNACK (TLS refused)."""
-    protocol = mqtt.MQTTv311 if mqtt311 else mqtt.MQTTv5
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                    clean_session=False if mqtt311 else None)
-    c.tls_set_context(ctx)
-    result = {}
-    c.on_connect = lambda _c, _u, _f, reason, _p: result.setdefault("rc", reason.value)
-    kwargs = {}
-    if not mqtt311:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        if auth_method:
-            props.AuthenticationMethod = auth_method
-        kwargs = {"clean_start": False, "properties": props}
-    try:
-        c.connect(broker.host, broker.port, keepalive=30, **kwargs)
-        deadline = time.monotonic() + timeout
-        while "rc" not in result and time.monotonic() < deadline:
-            if c.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
-                break  # the broker closed the connection
-    except OSError:  # ssl.SSLError included
-        return None
-    finally:
-        try:
-            c.disconnect()
-        except Exception:  # noqa: BLE001 - best effort on a socket that may be gone
-            pass
-    return result.get("rc")
+attempt = connack_code
 
 
 def publish_all(broker, ws, topic: str, payloads: list[bytes]) -> None:
-    district = Session(broker, client_tls(ws, "district"), "district:test-sender").connect()
+    district = session(broker, client_tls(ws, "district"), "district:test-sender")
     try:
         for p in payloads:
             assert district.client.publish(topic, p, qos=1).wait_for_publish(5) is None
@@ -130,7 +45,7 @@ def publish_all(broker, ws, topic: str, payloads: list[bytes]) -> None:
 def b_offline_with_queued_commands(fresh_broker, district_ws):
     """Node B (27787-02) has a persistent session subscribed to its command topic, is offline, and the
     district has queued five commands for it."""
-    b = Session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    b = session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     b.close()
     commands = [f"command {i}".encode() for i in range(5)]
     publish_all(fresh_broker, district_ws, "spk/node/27787-02/cmd", commands)
@@ -147,9 +62,9 @@ def test_stolen_certificate_cannot_take_over_another_nodes_session(fresh_broker,
     # MQTT 5 enhanced authentication is another way into CONNECT; no plugin offers a method, so it is
     # refused too (0x8C bad authentication method) rather than skipping the fence.
     assert attempt(fresh_broker, stolen, "27787-02", auth_method="SCRAM-SHA-1") == 0x8C
-    b = Session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    b = session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     try:
-        assert b.connack.value == 0
+        assert b.reason.value == 0
         assert b.drain(5) == b_offline_with_queued_commands  # all five queued commands reach B, in order
     finally:
         b.close()
@@ -158,7 +73,7 @@ def test_stolen_certificate_cannot_take_over_another_nodes_session(fresh_broker,
 def test_stolen_monitor_certificate_cannot_take_over_a_nodes_session(fresh_broker, district_ws,
                                                                      b_offline_with_queued_commands):
     assert attempt(fresh_broker, client_tls(district_ws, "monitor"), "27787-02") == NOT_AUTHORIZED
-    b = Session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    b = session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     try:
         assert b.drain(5) == b_offline_with_queued_commands
     finally:
@@ -172,9 +87,9 @@ def test_stolen_monitor_certificate_cannot_take_over_a_nodes_session(fresh_broke
 ])
 def test_stolen_certificate_cannot_take_over_the_dashboard_or_district_session(
         fresh_broker, district_ws, victim, ctx_identity):
-    owner = Session(fresh_broker, client_tls(district_ws, ctx_identity), victim, ["spk/node/+/events"]).connect()
+    owner = session(fresh_broker, client_tls(district_ws, ctx_identity), victim, ["spk/node/+/events"])
     owner.close()
-    node = Session(fresh_broker, node_tls(district_ws, "27787-01"), "27787-01").connect()
+    node = session(fresh_broker, node_tls(district_ws, "27787-01"), "27787-01")
     events = [f'{{"id": "e{i}"}}'.encode() for i in range(5)]
     try:
         for e in events:
@@ -185,7 +100,7 @@ def test_stolen_certificate_cannot_take_over_the_dashboard_or_district_session(
                client_tls(district_ws, "district" if ctx_identity == "monitor" else "monitor")]
     for ctx in thieves:
         assert attempt(fresh_broker, ctx, victim) == NOT_AUTHORIZED
-    owner = Session(fresh_broker, client_tls(district_ws, ctx_identity), victim, ["spk/node/+/events"]).connect()
+    owner = session(fresh_broker, client_tls(district_ws, ctx_identity), victim, ["spk/node/+/events"])
     try:
         assert owner.drain(5) == events  # none swallowed by a thief
     finally:
@@ -193,7 +108,7 @@ def test_stolen_certificate_cannot_take_over_the_dashboard_or_district_session(
 
 
 def test_thief_retaking_repeatedly_does_not_disconnect_the_node_or_make_it_miss_commands(fresh_broker, district_ws):
-    b = Session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    b = session(fresh_broker, node_tls(district_ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     stolen = node_tls(district_ws, "27787-01")
     refused, stop = [], threading.Event()
 
@@ -205,7 +120,7 @@ def test_thief_retaking_repeatedly_does_not_disconnect_the_node_or_make_it_miss_
     t.start()
     try:
         commands = [f"play {i}".encode() for i in range(20)]
-        district = Session(fresh_broker, client_tls(district_ws, "district"), "district:test-sender").connect()
+        district = session(fresh_broker, client_tls(district_ws, "district"), "district:test-sender")
         for c in commands:
             district.client.publish("spk/node/27787-02/cmd", c, qos=1).wait_for_publish(5)
             time.sleep(0.1)
@@ -252,10 +167,10 @@ def revocable(tmp_path):
 
 def test_revoked_certificate_loses_its_open_connection_within_seconds(revocable):
     ws, broker = revocable
-    a = Session(broker, node_tls(ws, "27787-01"), "27787-01",
-                ["spk/node/27787-01/cmd", "spk/group/all/cmd", "spk/group/c27787/cmd"]).connect()
+    a = session(broker, node_tls(ws, "27787-01"), "27787-01",
+                ["spk/node/27787-01/cmd", "spk/group/all/cmd", "spk/group/c27787/cmd"])
     a.client.reconnect_delay_set(1, 1)  # the thief keeps trying to come back
-    other = Session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    other = session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     try:
         publish_all(broker, ws, "spk/node/27787-01/cmd", [b"before"])
         assert a.drain(1) == [b"before"]
@@ -270,7 +185,7 @@ def test_revoked_certificate_loses_its_open_connection_within_seconds(revocable)
         publish_all(broker, ws, "spk/node/27787-02/cmd", [b"for the other node"])
         assert other.drain(1) == [b"for the other node"]  # the reload did not touch the other node
         time.sleep(2.5)  # two of the thief's reconnect attempts
-        assert a.received.empty()
+        assert a.messages.empty()
         assert not a.client.is_connected()
         assert other.disconnects == 0
         assert refused(broker, node_tls(ws, "27787-01"), "27787-01")
@@ -327,7 +242,7 @@ def test_replaced_card_loses_its_connection_and_the_new_card_connects(revocable,
     """A new SD card for the same pole (`issue-cert --replace`) revokes the old certificate as superseded:
     a thief holding the old card is cut off, the new card (same CN, same client id) is not."""
     ws, broker = revocable
-    old_card = Session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    old_card = session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     old_ctx = node_tls(ws, "27787-02")
     try:
         new_dir = tmp_path / "new-card"
@@ -338,11 +253,11 @@ def test_replaced_card_loses_its_connection_and_the_new_card_connects(revocable,
         new_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         new_ctx.load_verify_locations(cafile=str(ws / "tls" / "ca.crt"))
         new_ctx.load_cert_chain(str(new_dir / "node.crt"), str(new_dir / "node.key"))
-        new_card = Session(broker, new_ctx, "27787-02", ["spk/node/27787-02/cmd"]).connect()
+        new_card = session(broker, new_ctx, "27787-02", ["spk/node/27787-02/cmd"])
         try:
             publish_all(broker, ws, "spk/node/27787-02/cmd", [b"for the new card"])
             assert new_card.drain(1) == [b"for the new card"]
-            assert old_card.received.empty()
+            assert old_card.messages.empty()
             assert refused(broker, old_ctx, "27787-02:selftest")
         finally:
             new_card.close()
@@ -354,14 +269,14 @@ def test_revocation_reload_keeps_other_nodes_queued_commands(revocable):
     """The broker reload that cuts a revoked card re-checks every session, offline ones too: the offline
     node's queued commands must survive it."""
     ws, broker = revocable
-    b = Session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    b = session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     b.close()
     queued = [f"queued {i}".encode() for i in range(5)]
     publish_all(broker, ws, "spk/node/27787-02/cmd", queued)
     assert certs.main_revoke([str(ws), "--node", "27787-01"]) == 0
     wait_until(lambda: "speaker_fence: CRL" in broker.log_tail(5) and "changed, reloading" in broker.log_tail(50))
     time.sleep(0.5)
-    b = Session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    b = session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     try:
         assert b.drain(5) == queued
     finally:
@@ -420,7 +335,7 @@ def test_revoked_dashboard_certificate_loses_its_open_connection_and_the_reissue
     connection, refuses the old certificate and leaves a new one that connects."""
     ws, broker = revocable
     old_ctx = client_tls(ws, "monitor")  # loaded now: the files are replaced below
-    dashboard = Session(broker, old_ctx, "monitor:telegraf-ioc-1", ["spk/node/+/status"]).connect()
+    dashboard = session(broker, old_ctx, "monitor:telegraf-ioc-1", ["spk/node/+/status"])
     try:
         assert certs.main_revoke([str(ws), "--identity", "monitor", "--reissue", "--reason", "keyCompromise"]) == 0
         wait_until(lambda: dashboard.disconnects >= 1, timeout=10)
@@ -447,8 +362,8 @@ def test_half_written_crl_does_not_cut_the_district_off(revocable):
     """An operator copying the CRL with a plain cp: while the file is half written, nobody is cut off;
     once a complete CRL is in place, the revoked card is."""
     ws, broker = revocable
-    a = Session(broker, node_tls(ws, "27787-01"), "27787-01", ["spk/node/27787-01/cmd"]).connect()
-    b = Session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"]).connect()
+    a = session(broker, node_tls(ws, "27787-01"), "27787-01", ["spk/node/27787-01/cmd"])
+    b = session(broker, node_tls(ws, "27787-02"), "27787-02", ["spk/node/27787-02/cmd"])
     crl = ws / "tls" / "crl.pem"
     try:
         text = crl.read_bytes()

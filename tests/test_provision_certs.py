@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import socket
 import ssl
 import struct
-import subprocess
-import time
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support import wait_until
 from test_provision_support import make_district
 
 from node.errors import ConfigError
 from provisioning import pki
 from provisioning.district import certs
+from provisioning.district.localbroker import LocalBroker
 
 
 @pytest.fixture
@@ -136,12 +134,6 @@ def test_revoking_an_unknown_node_is_an_error(district, capsys):
 # --- a real broker -----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _mqtt_connect(port: int, ca, cert, key, client_id: str) -> str:
     """TLS + MQTT 3.1.1 CONNECT by hand; 'accepted' or why not. (A TLS 1.3 server reports a bad client
     certificate only after the handshake, so the verdict is the first read.)"""
@@ -164,52 +156,17 @@ def _mqtt_connect(port: int, ca, cert, key, client_id: str) -> str:
 
 @pytest.fixture
 def mosquitto(district, tmp_path):
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
-    tls = district / "tls"
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"user root\npersistence false\nper_listener_settings false\nallow_anonymous false\n"
-        f"log_dest file {tmp_path / 'mosquitto.log'}\n"
-        f"listener {port} 127.0.0.1\n"
-        f"cafile {tls / 'ca.crt'}\ncertfile {tls / 'broker.crt'}\nkeyfile {tls / 'broker.key'}\n"
-        f"crlfile {tls / 'crl.pem'}\nrequire_certificate true\nuse_identity_as_username true\n"
-    )
-    procs = []
-
-    def start():
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return port
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                time.sleep(0.05)
-        raise AssertionError("mosquitto did not listen")
-
-    def reload():
-        """SIGHUP: Mosquitto 2 re-reads its config and reloads certificates and the CRL."""
-        procs[-1].send_signal(signal.SIGHUP)
-        time.sleep(1.0)  # no readiness signal for a reload; the verdict below is what is tested
-
-    start.reload = reload
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """The shipped broker config without the identity fence: what is under test here is Mosquitto's own
+    listener CRL (`crlfile`), which the fence plugin would otherwise answer for first."""
+    broker = LocalBroker(district, tmp_path / "mosquitto", nodes=None, fenced=False)
+    yield broker
+    broker.stop()
 
 
 def test_revoked_node_certificate_is_refused_by_mosquitto_crlfile(district, tmp_path, mosquitto):
     good, bad = issue(district, "27787-01", tmp_path / "good"), issue(district, "27787-02", tmp_path / "bad")
     assert certs.main_revoke([str(district), "--node", "27787-02", "--reason", "keyCompromise"]) == 0
-    port = mosquitto()
+    port = mosquitto.start().port
     ca = district / "tls" / "ca.crt"
     assert _mqtt_connect(port, ca, good / "node.crt", good / "node.key", "27787-01") == "accepted"
     verdict = _mqtt_connect(port, ca, bad / "node.crt", bad / "node.key", "27787-02")
@@ -219,12 +176,13 @@ def test_revoked_node_certificate_is_refused_by_mosquitto_crlfile(district, tmp_
 def test_crl_rewritten_while_mosquitto_runs_takes_effect_on_sighup(district, tmp_path, mosquitto):
     node = issue(district, "27787-01", tmp_path / "n")
     ca = district / "tls" / "ca.crt"
-    port = mosquitto()
+    port = mosquitto.start().port
     assert _mqtt_connect(port, ca, node / "node.crt", node / "node.key", "27787-01") == "accepted"
     other = issue(district, "27787-02", tmp_path / "o")
     certs.revoke_node(district, "27787-01", "keyCompromise")
     # Mosquitto keeps the CRL it loaded: until the reload the revoked node still gets in.
     assert _mqtt_connect(port, ca, node / "node.crt", node / "node.key", "27787-01") == "accepted"
-    mosquitto.reload()
-    assert _mqtt_connect(port, ca, node / "node.crt", node / "node.key", "27787-01").startswith("refused")
+    mosquitto.reload()  # SIGHUP; an unfenced broker says nothing when it is done, so wait for the verdict
+    wait_until(lambda: _mqtt_connect(port, ca, node / "node.crt", node / "node.key", "27787-01").startswith("refused"),
+               timeout=10)
     assert _mqtt_connect(port, ca, other / "node.crt", other / "node.key", "27787-02") == "accepted"

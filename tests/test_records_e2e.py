@@ -7,7 +7,6 @@ small, a failover and a fail-back."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,6 @@ from provisioning.district.simulator import DistrictSimulator
 from provisioning.district.workspace import Workspace
 
 FAST_RESEND = {"resend_after": 1.0, "resend_max": 3.0}
-
-
-class SmallQueueBroker(LocalBroker):
-    """The shipped config with max_queued_messages forced small (the overflow is dropped silently)."""
-
-    def __init__(self, *args, max_queued: int, **kw):
-        super().__init__(*args, **kw)
-        self.max_queued = max_queued
-
-    def write_config(self):
-        conf = super().write_config()
-        text = conf.read_text()
-        assert "max_queued_messages 1000" in text
-        conf.write_text(text.replace("max_queued_messages 1000", f"max_queued_messages {self.max_queued}"))
-        return conf
 
 
 def tone(path: Path, seconds: float = 0.4, rate: int = 16000) -> Path:
@@ -82,8 +66,7 @@ class District:
         self.store = store or RecordStore(str(self.db_path))
         self.collector = Collector(self.store, [b.address for b in self.brokers], client_tls(self.ws, "district"),
                                    ws.key("collector")).start()
-        assert self.collector.wait_connected(15)
-        time.sleep(0.3)  # SUBACK
+        assert self.collector.wait_connected(15)  # subscribed: SUBACK received
         return self.collector
 
     def stop_collector(self):
@@ -121,12 +104,17 @@ class District:
         finally:
             db.close()
 
-    def outbox_plays(self, node_id: str) -> int:
+    def outbox_plays(self, node_id: str, min_attempts: int = 0) -> int:
+        """Play rows the node still holds that the broker took at least min_attempts times."""
         db = sqlite3.connect(self.tmp / f"state-{node_id}" / "outbox.db", timeout=10)
         try:
-            return db.execute("SELECT count(*) FROM outbox WHERE kind = 'play'").fetchone()[0]
+            return db.execute("SELECT count(*) FROM outbox WHERE kind = 'play' AND attempts >= ?",
+                              (min_attempts,)).fetchone()[0]
         finally:
             db.close()
+
+    def link_downs(self, node_id: str) -> int:
+        return self.nodes[node_id].log().count("broker link down")
 
     def db_plays(self) -> list[tuple[str, str]]:
         db = sqlite3.connect(self.db_path, timeout=10)
@@ -181,8 +169,8 @@ def make_district(district_ws, tmp_path, python_exe):
         d.close()
 
 
-def broker_in(ws, tmp_path, name, cls=LocalBroker, **kw):
-    return cls(ws, tmp_path / name, nodes=NODES, **kw).start()
+def broker_in(ws, tmp_path, name, **kw):
+    return LocalBroker(ws, tmp_path / name, nodes=NODES, **kw).start()
 
 
 def test_records_survive_the_collector_being_down_while_nodes_play(district_ws, tmp_path, make_district):
@@ -190,7 +178,8 @@ def test_records_survive_the_collector_being_down_while_nodes_play(district_ws, 
     district.start_nodes()
     district.play(3)
     district.wait_played(3)
-    time.sleep(2)  # PUBACKed long ago, re-sent a few times: nobody stored them, so the nodes keep them
+    # PUBACKed, then re-sent (resend_after 1 s): nobody stored them, so the nodes keep them
+    wait_until(lambda: all(district.outbox_plays(n, min_attempts=2) == 3 for n in NODES), timeout=30)
     assert all(district.outbox_plays(n) == 3 for n in NODES)
     district.start_collector()
     district.assert_everything_stored_exactly_once()
@@ -204,25 +193,25 @@ def test_records_survive_broker_kill_mid_stream(district_ws, tmp_path, make_dist
     district.start_nodes()
     district.play(3)
     wait_until(lambda: all(district.wavs(n) >= 2 for n in NODES), timeout=60, interval=0.1)
-    broker.proc.kill()  # kill -9 mid-stream: the collector's queued records die with it
-    broker.proc.wait(5)
-    time.sleep(1)
-    broker.start()
+    downs = {n: district.link_downs(n) for n in NODES}
+    broker.kill9()  # kill -9 mid-stream: the collector's queued records die with it
+    wait_until(lambda: all(district.link_downs(n) > downs[n] for n in NODES), timeout=30)  # every node saw it
+    broker.start()  # same port, same persistence (as of its last autosave)
     district.wait_played(3)
     district.start_collector()
     district.assert_everything_stored_exactly_once()
 
 
 def test_records_survive_a_broker_queue_forced_small(district_ws, tmp_path, make_district):
-    broker = broker_in(district_ws, tmp_path, "broker", SmallQueueBroker, max_queued=2)
+    broker = broker_in(district_ws, tmp_path, "broker", max_queued=2)
     district = make_district([broker])
     district.start_collector()
     district.stop_collector()
     district.start_nodes()
     district.play(4)
     district.wait_played(4)
-    time.sleep(1)
-    assert "Outgoing messages are being dropped" in broker.log_tail(200)  # the broker did drop some
+    # the broker did drop some (it logs the drop when it happens)
+    wait_until(lambda: "Outgoing messages are being dropped" in broker.log_tail(200), timeout=30)
     district.start_collector()
     district.assert_everything_stored_exactly_once()
 

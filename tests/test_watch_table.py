@@ -1,15 +1,14 @@
 """`speaker-district watch`: the node table (pure) and the command against a real TLS Mosquitto."""
 
 import json
-import socket
-import subprocess
+import re
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from node.reporting import heartbeat as hb
 from provisioning.district import watch
+from provisioning.district.localbroker import LocalBroker, free_port
 from provisioning.district.watch import NodeTable
 
 T0 = 1_764_129_000
@@ -137,68 +136,33 @@ def test_workspace_without_certificates_is_a_clear_error(tmp_path, capsys):
     assert "ca.crt, district.crt, district.key" in err
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def tls_workspace(tmp_path):
-    """A district workspace with real certificates and a Mosquitto that requires client certificates."""
-    from provisioning import pki
+    """A district workspace of its own whose district.toml names its own broker (the shipped config)."""
+    from support import NODES, make_tls_workspace
 
-    tls = tmp_path / "ws" / "tls"
-    ca_key, ca_cert = pki.create_ca("test district CA")
-    broker_key, broker_cert = pki.issue_server_cert(ca_key, ca_cert, ["localhost", "127.0.0.1"])
-    district_key, district_cert = pki.issue_client_cert(ca_key, ca_cert, "district")
-    for name, key, cert in (("broker", broker_key, broker_cert), ("district", district_key, district_cert)):
-        pki.write_private_key(tls / f"{name}.key", key)
-        pki.write_cert(tls / f"{name}.crt", cert)
-    pki.write_cert(tls / "ca.crt", ca_cert)
-    port = _free_port()
-    (tmp_path / "ws" / "district.toml").write_text(f'broker = "127.0.0.1:{port}"\ntopic_prefix = "spk"\n')
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nrequire_certificate true\nuse_identity_as_username true\n"
-        f"cafile {tls / 'ca.crt'}\ncertfile {tls / 'broker.crt'}\nkeyfile {tls / 'broker.key'}\n"
-        "allow_anonymous false\npersistence false\nlog_dest none\nuser root\n"
-    )
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "mosquitto exited"
-                time.sleep(0.05)
-        yield tmp_path / "ws", port
-    finally:
-        proc.terminate()
-        proc.wait(5)
+    ws = make_tls_workspace(tmp_path / "ws")
+    with LocalBroker(ws, tmp_path / "mosquitto", nodes=NODES) as broker:
+        toml = ws / "district.toml"
+        toml.write_text(re.sub(r'^broker = ".*"$', f'broker = "{broker.address}"', toml.read_text(), flags=re.M))
+        yield ws, broker
 
 
 def test_watch_once_reports_online_and_offline_nodes_from_a_real_broker(tls_workspace, capsys):
-    ws, port = tls_workspace
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fake-nodes", protocol=mqtt.MQTTv5)
-    publisher.tls_set(ca_certs=str(ws / "tls/ca.crt"), certfile=str(ws / "tls/district.crt"),
-                      keyfile=str(ws / "tls/district.key"))
-    publisher.connect("127.0.0.1", port)
-    publisher.loop_start()
+    """`watch --once` with the broker from district.toml: one node online, one whose will says it is lost."""
+    from support import Probe, node_tls
+
+    ws, broker = tls_workspace
     now = int(time.time())
-    infos = [
-        publisher.publish("spk/node/27787-01/status", snapshot(node="27787-01", ts=now), qos=1, retain=True),
-        publisher.publish("spk/node/27787-02/status", snapshot(node="27787-02", ts=now - 30), qos=1,
-                          retain=True),
-        publisher.publish("spk/node/27787-02/status", hb.encode(hb.will_payload("27787-02", 5)), qos=1,
-                          retain=True),
-    ]
-    for info in infos:
-        info.wait_for_publish(5)
-    publisher.disconnect()
-    publisher.loop_stop()
+    node1 = Probe(broker, node_tls(ws, "27787-01"), "27787-01")
+    node2 = Probe(broker, node_tls(ws, "27787-02"), "27787-02")
+    try:
+        assert node1.publish("spk/node/27787-01/status", snapshot(node="27787-01", ts=now), retain=True)
+        assert node2.publish("spk/node/27787-02/status", snapshot(node="27787-02", ts=now - 30), retain=True)
+        assert node2.publish("spk/node/27787-02/status", hb.encode(hb.will_payload("27787-02", 5)), retain=True)
+    finally:
+        node1.close()
+        node2.close()
 
     assert watch.main([str(ws), "--once", "1.5"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -209,7 +173,7 @@ def test_watch_once_reports_online_and_offline_nodes_from_a_real_broker(tls_work
 
 def test_unreachable_broker_is_a_clear_error(tls_workspace, capsys):
     ws, _ = tls_workspace
-    assert watch.main([str(ws), "--broker", f"127.0.0.1:{_free_port()}", "--once", "1"]) == 1
+    assert watch.main([str(ws), "--broker", f"127.0.0.1:{free_port()}", "--once", "1"]) == 1
     err = capsys.readouterr().err
     assert "cannot connect" in err and "Traceback" not in err
 

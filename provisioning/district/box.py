@@ -154,9 +154,10 @@ class DistrictInABox:
         self.nodes[identity.node_id] = node
         return node
 
-    def start_broker(self) -> LocalBroker:
+    def start_broker(self, extra_conf: str = "") -> LocalBroker:
+        """The shipped broker config (extra_conf: lines a benchmark appends, e.g. "set_tcp_nodelay false")."""
         self.broker = LocalBroker(self.workspace, self.dir / "broker",
-                                  nodes={n.node_id: n.groups for n in self.nodes.values()})
+                                  nodes={n.node_id: n.groups for n in self.nodes.values()}, extra_conf=extra_conf)
         self.broker.start()
         # The box's simulated "NTP synchronised" flag: the demo must not depend on the host's NTP state
         # (a fresh Debian has no /run/systemd/timesync/synchronized).

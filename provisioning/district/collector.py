@@ -134,7 +134,10 @@ class Collector:
                 return
             log.info("collector: connected to %s (session present: %s)", server, flags.session_present)
             client.subscribe(subscriptions)
-            self.stats.connected[server] = True
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties):
+            # "connected" means receiving: a record published before the SUBACK would not reach us
+            self.stats.connected[server] = not any(rc.is_failure for rc in reason_codes)
 
         def on_disconnect(client, userdata, flags, reason_code, properties):
             self.stats.connected[server] = False
@@ -144,6 +147,7 @@ class Collector:
                                      time.time()))
 
         c.on_connect, c.on_disconnect, c.on_message = on_connect, on_disconnect, on_message
+        c.on_subscribe = on_subscribe
         return c
 
     def start(self) -> Collector:
@@ -171,6 +175,7 @@ class Collector:
             client.loop_stop()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
+        """True once every broker has acknowledged the subscriptions (SUBACK), False at the deadline."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(self.stats.connected.values()):
