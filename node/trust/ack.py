@@ -38,7 +38,7 @@ _ID_RE = re.compile(r"[0-9A-Za-z_-]{8,64}")
 def encode_ack_body(node_id: str, ids: list[str]) -> bytes:
     """The body the district signs: compact JSON, keys sorted (any valid encoding verifies)."""
     return json.dumps({"v": 1, "node": node_id, "ids": list(ids)}, separators=(",", ":"),
-                      sort_keys=True).encode("utf-8")
+                      sort_keys=True).encode()
 
 
 def verify_ack(data: bytes, trust: TrustDocument, node_id: str, now: dt.datetime | None = None) -> list[str]:

@@ -404,7 +404,7 @@ def _update(r: _Reader, body) -> UpdateBody:
         rollout = r.obj(rollout, "body.rollout", ("percent", "salt"))
         percent = r.integer(rollout["percent"], "body.rollout.percent", 1, 100)
         salt = r.string(rollout["salt"], "body.rollout.salt", pattern=_NAME)
-    return UpdateBody(release.encode("utf-8"), files_url, percent, salt)
+    return UpdateBody(release.encode(), files_url, percent, salt)
 
 
 _BODY_PARSERS = {"play": _play, "stop": _stop, "schedule": _schedule, "live": _live, "config": _config,

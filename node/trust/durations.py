@@ -67,13 +67,10 @@ def format_time(value: dt.datetime) -> str:
 
 
 def parse_cli_time(text: str) -> dt.datetime:
-    """Looser for people: ISO 8601 with or without offset (no offset means UTC), or 'now'."""
+    """Looser for people: ISO 8601 with or without offset (no offset means UTC), or 'now'.
+    (Python 3.11's fromisoformat reads every RFC 3339 time parse_time reads, 'Z' included.)"""
     if text.strip().lower() == "now":
         return dt.datetime.now(UTC)
-    try:
-        return parse_time(text)
-    except ValueError:
-        pass
     value = dt.datetime.fromisoformat(text.strip())
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)

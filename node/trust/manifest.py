@@ -68,12 +68,13 @@ def verify_audio_file(
 ) -> Accepted | Rejected:
     """Accepted (with the play command) only if the manifest verifies for this node at `at` and the file
     is exactly the signed bytes. `at` None (untrusted clock) rejects clock_untrusted."""
-    decision = verify_command(manifest_bytes, trust=trust, node_id=node_id, groups=groups, topic=None,
-                              now=at, seen=seen, versions=None, limits=limits)
+    # No topic (a stick is not the broker: a target mismatch is reported) and no versions (a play command).
+    decision = verify_command(manifest_bytes, trust=trust, node_id=node_id, groups=groups, now=at, seen=seen,
+                              limits=limits)
     if isinstance(decision, Rejected):
         return decision
     command = decision.command
-    if command.type != "play" or not isinstance(command.body, PlayBody):
+    if not isinstance(command.body, PlayBody):
         return reject(reasons.UNSUPPORTED_TYPE, f"a manifest must be a play command, not {command.type}",
                       command_id=command.id)
     if command.body.content.url is not None:

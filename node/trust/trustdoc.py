@@ -80,9 +80,10 @@ def _object(value, where: str, required: set[str], optional: set[str] = frozense
     return value
 
 
-def _int(value, where: str, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value > 2**53:
-        raise _fail(f"{where} must be an integer >= {minimum}")
+def _int(value, where: str) -> int:
+    """Versions and thresholds: 1 .. 2**53 (what every JSON parser reads exactly)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value > 2**53:
+        raise _fail(f"{where} must be an integer >= 1")
     return value
 
 
@@ -121,7 +122,7 @@ def parse_trust_body(payload: bytes, envelope_bytes: bytes = b"") -> TrustDocume
     for keyid, entry in root["keys"].items():
         entry = _object(entry, f"root.keys[{keyid[:16]}]", {"public"})
         root_keys[keyid] = _public(entry["public"], keyid, f"root.keys[{keyid[:16]}]")
-    root_threshold = _int(root["threshold"], "root.threshold", 1)
+    root_threshold = _int(root["threshold"], "root.threshold")
     if root_threshold > len(root_keys):
         raise _fail("root.threshold is larger than the number of root keys")
     if not isinstance(body["keys"], dict) or len(body["keys"]) > MAX_KEYS:
@@ -146,7 +147,7 @@ def parse_trust_body(payload: bytes, envelope_bytes: bytes = b"") -> TrustDocume
         raise _fail("thresholds must be an object")
     thresholds = {}
     for role, value in thresholds_raw.items():
-        thresholds[role] = _int(value, f"thresholds.{role}", 1)
+        thresholds[role] = _int(value, f"thresholds.{role}")
         holders = sum(1 for key in trusted.values() if role in key.roles)
         if thresholds[role] > holders:
             # An unreachable threshold would silently disable a role (emergency!) on every node.
@@ -159,7 +160,7 @@ def parse_trust_body(payload: bytes, envelope_bytes: bytes = b"") -> TrustDocume
     if expires <= issued_at:
         raise _fail("expires must be after issued_at")
     return TrustDocument(
-        version=_int(body["version"], "version", 1), issued_at=issued_at, expires=expires,
+        version=_int(body["version"], "version"), issued_at=issued_at, expires=expires,
         root_keys=MappingProxyType(root_keys), root_threshold=root_threshold,
         keys=MappingProxyType(trusted), thresholds=MappingProxyType(thresholds),
         revoked=frozenset(revoked), payload=payload, envelope=envelope_bytes,
@@ -217,9 +218,8 @@ def verify_trust_update(
 def trust_update_from_envelope(
     envelope: Envelope, envelope_bytes: bytes, *, current_trust: TrustDocument, now_or_floor: dt.datetime
 ) -> TrustDocument:
-    """verify_trust_update for an envelope already parsed (by the verifier's one envelope parse)."""
-    if envelope.payload_type != PAYLOAD_TRUST:
-        raise RemoteDataError(reasons.UNSUPPORTED_TYPE, f"expected {PAYLOAD_TRUST}")
+    """verify_trust_update for an envelope already parsed (by the verifier's one envelope parse) whose
+    payloadType is PAYLOAD_TRUST: both callers check it (a body of another kind fails "type must be 'trust'")."""
     signers = root_signers(envelope, current_trust.root_keys, current_trust.revoked)
     if len(signers) < current_trust.root_threshold:
         raise RemoteDataError(reasons.ROOT_THRESHOLD_NOT_MET,

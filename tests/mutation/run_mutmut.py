@@ -27,7 +27,10 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 
 # What is mutated, and the tests that judge it.
 TRUST_TESTS = ["tests/test_trust_envelope.py", "tests/test_trust_verifier.py", "tests/test_trust_vectors.py",
-               "tests/test_trust_trustdoc.py", "tests/test_trust_time_trust.py", "tests/test_trust_manifest.py"]
+               "tests/test_trust_trustdoc.py", "tests/test_trust_time_trust.py", "tests/test_trust_manifest.py",
+               "tests/test_trust_commands.py", "tests/test_trust_verifier_edges.py",
+               "tests/test_trust_trustdoc_fields.py", "tests/test_trust_ack.py", "tests/test_trust_durations.py",
+               "tests/test_trust_keys.py", "tests/test_trust_timeanswer.py"]
 ONAIR_TESTS = ["tests/test_playback_arbiter.py", "tests/test_playback_sequencer.py",
                "tests/test_playback_schedule.py"]
 FULL = {
@@ -78,6 +81,27 @@ def scores(workdir: Path) -> dict[str, collections.Counter]:
     return per_file
 
 
+# One process for every diff (`mutmut show` per mutant costs a second each); run in the scratch project,
+# where mutmut finds its setup.cfg.
+_DIFFS = """
+from mutmut.__main__ import SourceFileMutationData, status_by_exit_code, walk_mutatable_files
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+for path in walk_mutatable_files():
+    data = SourceFileMutationData(path=path)
+    data.load()
+    for name, code in sorted(data.exit_code_by_key.items()):
+        status = status_by_exit_code[code]
+        if status not in ("killed", "timeout"):
+            print(f"# {name}: {status}\\n{get_diff_for_mutant(name, path=data.path)}\\n")
+"""
+
+
+def survivor_diffs(workdir: Path) -> str:
+    """The diff of every mutant that no test killed: what to read when writing the next test."""
+    return subprocess.run([sys.executable, "-c", _DIFFS], cwd=workdir, capture_output=True, text=True,
+                          check=True).stdout
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the CI budget (one module)")
@@ -85,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--min-score", type=float, default=0.0, help="fail below this killed share (0-1)")
     parser.add_argument("--json", type=Path, help="write the per-file counts here")
+    parser.add_argument("--only", nargs="+", metavar="PATH",
+                        help="mutate only these files (globs as in setup.cfg), judged by the plan's tests")
+    parser.add_argument("--survivors", type=Path, help="write the diff of every surviving mutant here")
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = dict(QUICK if args.quick else FULL)
+    if args.only:
+        plan = {**plan, "mutate": args.only}
     prepare(args.workdir, plan)
     run = subprocess.run([str(MUTMUT), "run", "--max-children", str(args.max_children)], cwd=args.workdir,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -105,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{counts['timeout']:>7} {score:>6.1%}")
     if args.json:
         args.json.write_text(json.dumps({p: dict(c) for p, c in per_file.items()}, indent=1) + "\n")
+    if args.survivors:
+        args.survivors.write_text(survivor_diffs(args.workdir), encoding="utf-8")
     return 1 if worst < args.min_score else 0
 
 
