@@ -510,6 +510,7 @@ def test_a_live_command_keeps_its_fields_and_default_grace():
 
 @pytest.mark.parametrize("body,reason,detail", [
     (live_body(url=_DROP), "malformed", "body.url is missing"),
+    (live_body(url=None), "malformed", "body.url must be a string"),
     (live_body(max_duration=_DROP), "malformed", "body.max_duration is missing"),
     (live_body(level=_DROP), "malformed", "body.level is missing"),
     (live_body(codec="mp3"), "malformed", "body.codec is not a known field"),
@@ -613,6 +614,7 @@ def test_an_update_keeps_its_release_bytes_and_rollout():
     (update_body(files_url=_DROP), "malformed", "body.files_url is missing"),
     (update_body(reboot=True), "malformed", "body.reboot is not a known field"),
     (update_body(release=5), "malformed", "body.release must be a string"),
+    (update_body(files_url=None), "malformed", "body.files_url must be a string"),
     (update_body(release="r" * 32769), "limit_exceeded", "body.release is 32769 characters, limit 32768"),
     (update_body(files_url="http://district.example/r/"), "malformed", "body.files_url must be a https URL"),
     (update_body(rollout=[]), "malformed", "body.rollout must be an object"),

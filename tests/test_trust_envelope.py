@@ -145,6 +145,7 @@ _DROP = object()
      "envelope.signatures[0].keyid must be a short non-empty string"),
     (_envelope(signatures=[_SIG, {**_SIG, "sig": "!"}]), "malformed", "envelope.signatures[1].sig is not valid base64"),
     (_envelope(payloadType="text/plain"), "unsupported_type", "payloadType 'text/plain'"),
+    (_envelope(payloadType="t" * 100), "unsupported_type", "payloadType " + repr("t" * 80)),
 ])
 def test_each_envelope_fault_has_its_own_reason_and_detail(data, reason, detail):
     with pytest.raises(RemoteDataError) as info:

@@ -583,3 +583,16 @@ def test_a_trust_document_may_ask_two_keys_for_live_schedule_and_config(kind, bo
 
 def test_a_rejection_without_detail_has_an_empty_detail():
     assert reject("expired").detail == "" and reject("expired").keyid is None
+
+
+def test_a_typed_error_carries_the_key_and_command_it_names_into_the_rejection(monkeypatch):
+    import node.trust.verifier as verifier
+    from node.errors import RemoteDataError
+
+    def refusing_parser(payload, limits):
+        raise RemoteDataError("limit_exceeded", "body.title is long", keyid="k1", command_id="c-named-by-parser")
+
+    monkeypatch.setattr(verifier, "parse_command", refusing_parser)
+    decision = verify(play())
+    assert (decision.reason, decision.detail, decision.keyid, decision.command_id) == (
+        "limit_exceeded", "body.title is long", "k1", "c-named-by-parser")

@@ -325,7 +325,7 @@ def _stop(r: _Reader, body) -> StopBody:
 
 def _schedule(r: _Reader, body) -> ScheduleBody:
     body = r.obj(body, "body", ("version", "timezone", "slots"), ("once",))
-    common = ("duration", "level", "volume", "playlist", "live")
+    common = ("volume", "playlist", "live")   # optional in slots and once items alike
     slots = []
     for i, raw in enumerate(r.listof(body["slots"], "body.slots", r.limits.max_slots)):
         where = f"body.slots[{i}]"

@@ -27,7 +27,7 @@ MAX_KEYID_CHARS = 128
 
 def pae(payload_type: str, body: bytes) -> bytes:
     """DSSE pre-authentication encoding: what is actually signed."""
-    type_bytes = payload_type.encode("utf-8")
+    type_bytes = payload_type.encode()
     return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(body), body)
 
 
@@ -78,9 +78,9 @@ def b64decode(value, what: str) -> bytes:
     """Standard or URL-safe base64 (DSSE allows both), padding required, no stray characters."""
     if not isinstance(value, str):
         raise RemoteDataError(reasons.MALFORMED, f"{what} must be a base64 string")
-    altchars = b"-_" if ("-" in value or "_" in value) else None
     try:
-        return base64.b64decode(value.encode("ascii"), altchars=altchars, validate=True)
+        # altchars maps "-_" onto "+/" before validation, so the standard alphabet stays valid too.
+        return base64.b64decode(value.encode("ascii"), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise RemoteDataError(reasons.MALFORMED, f"{what} is not valid base64") from None
 
@@ -129,11 +129,11 @@ def parse_envelope(
 def encode_envelope(payload_type: str, payload: bytes, signatures: list[tuple[str, bytes]]) -> bytes:
     document = {
         "payloadType": payload_type,
-        "payload": base64.b64encode(payload).decode("ascii"),
-        "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode("ascii")}
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}
                        for keyid, sig in signatures],
     }
-    return json.dumps(document, separators=(",", ":")).encode("ascii")
+    return json.dumps(document, separators=(",", ":")).encode()  # ensure_ascii: the bytes are ASCII
 
 
 def sign_envelope(payload_type: str, payload: bytes, private_keys) -> bytes:

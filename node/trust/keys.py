@@ -23,7 +23,7 @@ def public_raw(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
 
 
 def public_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
-    return base64.b64encode(public_raw(key)).decode("ascii")
+    return base64.b64encode(public_raw(key)).decode()
 
 
 def keyid_of_key(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
@@ -58,9 +58,9 @@ def _public_key(public: bytes) -> Ed25519PublicKey:
 
 
 def verify(public: bytes, signature: bytes, message: bytes) -> bool:
-    """True only for a valid Ed25519 signature; False for anything else (wrong sizes included)."""
-    if len(public) != PUBLIC_KEY_BYTES or len(signature) != 64:
-        return False
+    """True only for a valid Ed25519 signature; False for anything else (wrong sizes included: the
+    library refuses a public key that is not 32 bytes with ValueError, a signature that is not 64 with
+    InvalidSignature)."""
     try:
         _public_key(public).verify(signature, message)
     except (InvalidSignature, ValueError):

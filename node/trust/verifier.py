@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import traceback
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, replace
@@ -222,7 +223,7 @@ def _decide(verify: Callable[[], Accepted | TrustAccepted | Rejected], data=None
         result = reject(exc.reason, exc.detail, exc.context.get("keyid"), exc.context.get("command_id"))
     except Exception as exc:  # noqa: BLE001 - a bug in a check: fail closed, under its own reason
         frame = traceback.extract_tb(exc.__traceback__)[-1]
-        where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+        where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
         result = reject(reasons.INTERNAL_ERROR, f"{type(exc).__name__} at {where}: {str(exc)[:80]}")
     if isinstance(result, Rejected):
         return replace(result, envelope_sha256=envelope_digest(data))
