@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from node import __version__, wiring
 from node.adapters.broker import BrokerConnected, BrokerDisconnected, MessageReceived, PublishAcked, Will
+from node.adapters.floorfile import FloorFile
 from node.adapters.inbound import InboundReady
 from node.adapters.store import StateStore, classify
 from node.adapters.system_clock import SystemClock
@@ -37,6 +38,7 @@ from node.service.intake import CommandIntake, TrustedTime, load_clock_trust
 from node.service.onair import OnAir
 from node.service.reporter import STORAGE_ERRORS, Reporter
 from node.service.storage import StorageWatch, open_outbox, restore_documents
+from node.service.timekeeper import TimeKeeper
 from node.topics import Topics
 from node.trust.commands import Limits
 from node.trust.verifier import verify_stored
@@ -45,7 +47,10 @@ log = logging.getLogger(__name__)
 
 HEALTH_TICK_S = 5.0
 CLOCK_TICK_S = 60.0
-FLOOR_SAVE_S = 3600.0
+# A power cut loses at most this much of the floor. One save dirties one 4 KiB page of the floor file:
+# 144 a day = 576 KiB, inside the idle SD-write budget of 1 MB/day (benchmarks/bench_floor_writes.py).
+FLOOR_SAVE_S = 600.0
+RESET_EPOCH_SLACK = dt.timedelta(seconds=60)
 FINAL_ACKS_S = 5.0  # a clean stop waits this long for the PUBACKs of its last records
 
 
@@ -76,7 +81,7 @@ class NodeApp:
         state_dir = wiring.private_dir_if_possible(cfg.storage.state_dir)
         lock_fd = wiring.hold_daemon_lock(cfg)
         push(os.close, lock_fd)
-        self.clock = clock = clock or SystemClock(cfg.clock.ntp_sync_file)
+        self.clock = clock = clock or SystemClock.from_config(cfg.clock)
         self.loop = loop = EventLoop(clock.monotonic)
         # Never raises for the medium: a damaged state.db is rebuilt, a full or read-only one runs in memory.
         self.store = store = StateStore(state_dir / "state.db")
@@ -98,7 +103,9 @@ class NodeApp:
         self.status_published = False  # a full status reached the broker (an update's health check)
         self.broker = (make_broker or wiring.broker_factory(cfg))(
             post=loop.post,
-            subscriptions=[(t, 1) for t in self.topics.subscriptions(cfg.node.groups)],
+            # Time answers at QoS 0: one that waited in a queue is useless (its nonce is stale) anyway.
+            subscriptions=[(t, 1) for t in self.topics.subscriptions(cfg.node.groups)]
+            + [(self.topics.time_answer, 0)],
             will=Will(self.topics.status, encode(will_payload(cfg.node.id, self.birth))),
             triage=self._triage, max_message_bytes=cfg.trust.max_message_bytes,
         )
@@ -127,14 +134,17 @@ class NodeApp:
         self.reporter = Reporter(self.outbox, node_id=cfg.node.id, wall=lambda: clock.wall().timestamp(),
                                  kick=self.kick)
         self._urgent = False
-        self._last_floor_save = clock.monotonic()
+        self._last_floor_save = self._started_mono = clock.monotonic()
         for data in refused_settings:
             self.emit_event("stored_envelope_refused", data)
         limits = Limits(max_envelope_bytes=cfg.trust.max_message_bytes,
                         audio_max_bytes=cfg.audio.max_audio_mb * wiring.MB,
                         audio_max_duration=cfg.audio.max_duration, skew_seconds=cfg.trust.clock_skew)
         restore_documents(store, self.trust, limits)  # a rebuilt state.db gets the safe copy's schedule, verified
-        clock_trust = load_clock_trust(store)
+        self.floor_file = FloorFile(state_dir / "time-floor")
+        self.clock_trust = clock_trust = load_clock_trust(store, self.floor_file)
+        self._saved_floor: str | None = None
+        trusted_time = TrustedTime(clock, clock_trust)
         run_dir = private_dir(wiring.runtime_dir(cfg))
         self.modem_poller = wiring.modem_poller(cfg, loop, self._closing)
         self.health = HealthService(
@@ -142,7 +152,10 @@ class NodeApp:
             publish_delta=self._publish_delta, emit_event=self.emit_event, collect=self.collect,
             runtime_dir=run_dir, power_cycle=wiring.power_cycler(cfg, pin_factory, loop),
             reboot=lambda: request_reboot(run_dir), poller=self.modem_poller)
-        self.onair = OnAir(cfg=cfg, loop=loop, clock=clock, now_trusted=TrustedTime(clock, clock_trust).now,
+        # The programme already in force may play by schedule-grade time (a bounded source past its lead
+        # after a long outage); commands are verified, and journalled ones expired, only by trusted time.
+        self.onair = OnAir(cfg=cfg, loop=loop, clock=clock, now_trusted=trusted_time.schedule_now,
+                           now_strict=trusted_time.now,
                            player=self.player, relays=self.relays, inputs_state=self.health.inputs,
                            cache=self.cache, fetcher=self.fetcher, store=store, reporter=self.reporter,
                            health=self.health, changed=self.kick, read_stored=self._read_stored,
@@ -151,17 +164,23 @@ class NodeApp:
 
         self.updates, self.restarter = build_update_service(
             cfg, loop=loop, clock=clock, emit=self.emit_event, trust_keeper=self.trust, onair=self.onair,
-            now_trusted=TrustedTime(clock, clock_trust).now, health_checks=self._update_health,
+            now_trusted=trusted_time.now, health_checks=self._update_health,
             downloader_factory=lambda max_bytes: wiring.downloader(cfg, max_bytes),
             request_install=lambda: wiring.request_install(run_dir))
+        self.timekeeper = TimeKeeper(node_id=cfg.node.id, request_topic=self.topics.time_request, clock=clock,
+                                     clock_trust=clock_trust, trust_document=lambda: self.trust.document,
+                                     publish=self._publish_time_request, loop=loop, emit=self.emit_event,
+                                     on_signed=self._on_signed_time, refresh_s=cfg.clock.time_refresh)
+        push(self.timekeeper.stop)
         self.intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=self.trust,
                                     clock=clock, clock_trust=clock_trust, limits=limits,
                                     max_message_bytes=cfg.trust.max_message_bytes, dispatcher=self.onair,
                                     emit=self.emit_event, on_update=self.updates.on_command,
-                                    on_storage_error=self.reporter.storage_error)
+                                    on_storage_error=self.reporter.storage_error,
+                                    time_topic=self.topics.time_answer, time_answers=self.timekeeper.on_answer)
         self.storage = StorageWatch(loop=loop, store=store, outbox=self.outbox, outbox_path=state_dir / "outbox.db",
                                     outbox_fault=outbox_fault, cache=self.cache, emit_event=self.emit_event,
-                                    trusted_now=TrustedTime(clock, clock_trust).now, retry_s=cfg.storage.fault_retry,
+                                    trusted_now=trusted_time.now, retry_s=cfg.storage.fault_retry,
                                     pump=self.pump, on_change=self.kick)
         push(self.storage.close)
         if cfg.node.simulate:
@@ -179,7 +198,7 @@ class NodeApp:
     def start(self) -> None:
         log.info("speaker-node %s starting: node %s, birth %d", __version__, self.cfg.node.id, self.birth)
         self.storage.start()  # storage_fault / state_reset from opening the stores, then retries
-        self.intake.observe_clock()
+        self.intake.observe_clock(rtc=True)
         if self.inputs:
             self.health.inputs.update(self.inputs.read())
         self.onair.start()
@@ -212,7 +231,8 @@ class NodeApp:
             self.emit_event("stopping", {"reason": "restart" if self.restarter.requested else "shutdown"})
             self._await_final_acks(FINAL_ACKS_S)
         finally:
-            self._save_floor()
+            self.timekeeper.stop()
+            self._save_floor(everywhere=True)
             if self.modem_poller:
                 self.modem_poller.close()
         offline = self.health.heartbeat.shutdown(self.clock.wall().timestamp())
@@ -255,24 +275,73 @@ class NodeApp:
 
     def _clock_tick(self) -> None:
         self.loop.call_later(CLOCK_TICK_S, self._clock_tick)
-        self.intake.observe_clock()
+        self.intake.observe_clock(rtc=True)
+        self.intake.expire_held()
         if self.clock.monotonic() - self._last_floor_save >= FLOOR_SAVE_S:
             self._save_floor()
-        # Seen ids are forgotten by the *saved* floor, never by the raw system clock: a Pi whose clock
-        # runs days ahead must not forget ids of commands that are still valid (and could be replayed).
-        saved = self.store.get("time_floor")
-        if saved:
+        # Seen ids are forgotten by the *saved* floor (only signed time raises it), never by the raw
+        # system clock: a Pi whose clock runs days ahead must not forget ids of still-valid commands.
+        if self._saved_floor:
             try:
-                self.store.forget_expired(dt.datetime.fromisoformat(saved).timestamp())
+                self.store.forget_expired(dt.datetime.fromisoformat(self._saved_floor).timestamp())
             except STORAGE_ERRORS as exc:
                 self.reporter.storage_error("state", exc)
 
-    def _save_floor(self) -> None:
-        self._last_floor_save = self.clock.monotonic()
+    def _publish_time_request(self, topic: str, payload: bytes) -> None:
+        self.broker.publish(topic, payload, qos=0)   # a lost request is simply asked again
+
+    def _on_signed_time(self, corrected: float | None) -> None:
+        """A signed answer was accepted (TimeKeeper): persist a floor it corrected (or the first one) at
+        once, bound a reset epoch set by a wrong clock, decide the held commands, play the schedule."""
+        saved = dt.datetime.fromisoformat(self._saved_floor) if self._saved_floor else None
+        if saved is None or corrected is not None or self.clock_trust.floor < saved:
+            self._save_floor(everywhere=True)
+        self._bound_reset_epoch()
+        for decision in self.intake.retry_held():
+            if decision.outcome == "accepted":
+                self.kick()
+        self.onair.on_clock_trusted()
+        self.kick()
+
+    def _bound_reset_epoch(self) -> None:
+        """A state reset settled while the clock was wrong (NTP years ahead) would refuse every command
+        as issued_before_reset for years. No reset of this run happened before this process started, so
+        an epoch ahead of signed time is moved back to the start of this run (by signed time)."""
+        now = self.intake.observe_clock()
+        epoch = self.store.reset_epoch(None)
+        if now is None or epoch is None or epoch <= now + RESET_EPOCH_SLACK:
+            return
+        started = now - dt.timedelta(seconds=self.clock.monotonic() - self._started_mono + 1.0)
         try:
-            self.store.put("time_floor", self.intake.clock_trust.floor.isoformat())
-        except STORAGE_ERRORS as exc:  # a full disk must not stop the node
+            self.store.put("reset_epoch", started.isoformat())
+        except STORAGE_ERRORS as exc:
             self.reporter.storage_error("state", exc)
+            return
+        log.warning("state reset epoch %s was ahead of signed time: set to %s", epoch.isoformat(),
+                    started.isoformat())
+        self.emit_event("clock_floor_corrected", {"reset_epoch_ahead_s": round((epoch - now).total_seconds(), 3)})
+
+    def _save_floor(self, everywhere: bool = False) -> None:
+        """Every FLOOR_SAVE_S to the floor file (one page, no journal); to the state store too at a clean
+        stop or a correction, or when the file cannot be written (a failing SD card must not stop the node)."""
+        self._last_floor_save = self.clock.monotonic()
+        floor = self.clock_trust.floor
+        text = floor.isoformat()
+        if text == self._saved_floor and not everywhere:
+            return   # an unchanged floor costs no SD write
+        wrote_file = False
+        try:
+            self.floor_file.save(floor)
+            wrote_file = True
+        except OSError as exc:
+            log.error("time floor file: %s", exc)
+        if everywhere or not wrote_file:
+            try:
+                self.store.put("time_floor", text)
+            except STORAGE_ERRORS as exc:  # a full disk must not stop the node
+                self.reporter.storage_error("state", exc)
+                return
+        self._saved_floor = text
 
     # --- reporting -------------------------------------------------------------------------------------
     def emit_event(self, type_: str, data: dict) -> None:
@@ -325,7 +394,7 @@ class NodeApp:
         status = self.intake.clock_trust.status()
         stats = self.outbox.stats()
         return {
-            "clk": {"ok": status["trusted"], "src": status["source"]},
+            "clk": {"ok": status["trusted"], "src": status["source"], "conflict": status["conflict"]},
             "trust_d": self.intake.trust.days_left(trusted or self.clock.wall()),
             "play": self.onair.status(),
             "relays": relay_states(self.relays),
@@ -345,6 +414,7 @@ class NodeApp:
         self.link.connected, self.link.server, self.link.down_since = True, ev.server, None
         log.info("connected to %s (session present: %s) after %.1f s", ev.server, ev.session_present, down_for)
         self.notifier.status(f"node {self.cfg.node.id}: connected to {ev.server}")
+        self.timekeeper.on_connected()   # first: trusted time unlocks the commands queued for us
         self.publish_status()
         self.health.on_broker(True)
         self._outbox_io(self.pump.on_connect)
@@ -357,6 +427,7 @@ class NodeApp:
         log.warning("broker link down: %s", ev.reason)
         self.notifier.status(f"node {self.cfg.node.id}: broker unreachable ({ev.reason})")
         self.health.on_broker(False)
+        self.timekeeper.on_disconnected()
         self.pump.on_disconnect()
 
     def on_message(self, ev: MessageReceived) -> None:

@@ -258,7 +258,15 @@ SCHEMA: dict[str, dict[str, F]] = {
         "resend_max": F(ranged(parse_duration, 0.1, 86400), 3600.0),
     },
     "clock": {
-        "ntp_sync_file": F(STR, "/run/systemd/timesync/synchronized"),
+        "ntp_sync_file": F(STR, "/run/systemd/timesync/synchronized",
+                           "exists once NTP synchronised the clock; \"\" = never (simulation default)"),
+        "rtc_file": F(STR, "/sys/class/rtc/rtc0/since_epoch",
+                      "hardware clock seconds since the epoch, when the board has one; \"\" = none"),
+        "wall_offset": F(ranged(parse_duration, 0, 1e10), 0.0,
+                         "simulation only: seconds added to the wall clock (a wrong NTP clock in tests)"),
+        "time_refresh": F(ranged(parse_duration, 60, 86400), 900.0,
+                          "how often a node that has signed time asks again (bounds drift, checks NTP; "
+                          "one exchange is ~650 B of TLS traffic)"),
     },
     "update": {
         # The release tree (releases/VERSION, current, committed). "" = the tree this daemon runs from
@@ -360,18 +368,25 @@ def validate(data: dict, source: str = "") -> Config:
     _resolve_paths(values_by_section, Path(source).resolve().parent if source else None)
     _fill_derived(values_by_section)
     if values_by_section["node"]["simulate"]:
-        _simulated_defaults(values_by_section)
+        _simulated_defaults(values_by_section, data)
+    else:
+        values_by_section["clock"]["wall_offset"] = 0.0  # never on a real node
     sections = {section: SECTION_CLASSES[section](**values) for section, values in values_by_section.items()}
     return Config(sections=sections, source=source, raw=data)
 
 
-def _simulated_defaults(s: dict[str, dict]) -> None:
+def _simulated_defaults(s: dict[str, dict], data: dict) -> None:
     """Simulation swaps what cannot exist on a laptop: the sound card becomes WAV files in
     audio.wav_dir (GPIO pins become gpiozero's MockFactory in the wiring; modem.port = "sim" selects
-    the pty modem simulator)."""
+    the pty modem simulator). The host's NTP flag and RTC are not the simulated node's: unless the file
+    names them, a simulated node has neither (its time comes from the district's signed answers)."""
     s["audio"]["output"] = "wav"
     s["update"]["install"] = "inline"  # no speaker-update.service on a laptop: the daemon owns its tree
     s["update"]["restart"] = "exec"
+    clock = data.get("clock") or {}
+    for key in ("ntp_sync_file", "rtc_file"):
+        if key not in clock:
+            s["clock"][key] = ""
 
 
 def _cross_checks(s: dict[str, dict]) -> list[str]:

@@ -35,6 +35,14 @@ class Topics:
     def cmd(self) -> str:
         return f"{self.base}/cmd"
 
+    @property
+    def time_request(self) -> str:
+        return f"{self.base}/time/req"
+
+    @property
+    def time_answer(self) -> str:
+        return f"{self.base}/time"
+
     def group_cmd(self, group: str) -> str:
         return f"{self.prefix}/group/{group}/cmd"
 

@@ -127,6 +127,20 @@ enabled = false
         self.deliver(envelope)
         return command["id"]
 
+    def answer_time(self, at: dt.datetime | None = None, radius_ms: int = 200, delay: float = 0.1) -> bytes:
+        """Act as the district time service: sign `at` (default the node's wall clock) for the node's
+        latest time request, `delay` seconds later, and deliver it on the node's time topic."""
+        from provisioning.district.timeservice import TimeSigner, time_keys
+
+        requests = [p for t, p, _, _ in self.broker.published if t == f"spk/node/{self.node_id}/time/req"]
+        assert requests, "the node has not asked for time"
+        self.run(delay)
+        answer = TimeSigner(time_keys(self.district), radius_ms).answer(self.node_id, requests[-1],
+                                                                        at or self.clock.wall())
+        self.broker.deliver(f"spk/node/{self.node_id}/time", answer)
+        self.run(0)
+        return answer
+
     def deliver(self, envelope: bytes) -> None:
         self.broker.deliver(f"spk/node/{self.node_id}/cmd", envelope)
         self.run(0)

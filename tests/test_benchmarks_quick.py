@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ["bench_startup.py", "bench_latency.py", "bench_sync_start.py", "bench_traffic.py",
            "bench_resources.py", "bench_update.py", "bench_revocation.py", "bench_fleet.py",
-           "bench_flood.py"]
+           "bench_flood.py", "bench_floor_writes.py"]
 NUMBER_ROW = re.compile(r"^\|(?!\s*-).*\d")
 
 

@@ -377,7 +377,7 @@ def test_flood_of_forged_commands_is_rate_limited_into_a_bounded_number_of_event
 # --- regressions found in review --------------------------------------------------------------------
 
 def test_system_clock_days_ahead_does_not_make_the_node_forget_ids_it_must_still_refuse(node):
-    """No NTP, time from a signed beacon, and a system clock 3 days fast: ids of still-valid commands
+    """No NTP, time from a signed answer, and a system clock 3 days fast: ids of still-valid commands
     are forgotten by the trusted floor, never by the raw clock, so a replay stays a replay."""
     node.play(node.clip("a", 5), valid_for=6 * 3600)
     captured = node.last_envelope
@@ -385,9 +385,10 @@ def test_system_clock_days_ahead_does_not_make_the_node_forget_ids_it_must_still
     real = node.clock.wall()
     node.clock.ntp = False
     node.clock.set_wall(real + dt.timedelta(days=3))
-    node.send("time", {"time": real.strftime("%Y-%m-%dT%H:%M:%SZ")}, at=real, valid_for=600)
-    assert node.events("accepted")[-1]["data"]["command"] == "time"
-    node.run(2 * 3600)                                  # hourly floor saves and pruning ran
+    node.app.timekeeper.ask()
+    node.answer_time(at=real)
+    assert node.app.clock_trust.status()["source"] == "signed"
+    node.run(2 * 3600)                                  # floor saves and pruning ran
     node.deliver(captured)
     assert node.events("rejected")[-1]["data"]["reason"] == "replayed"
     assert [r["content_id"] for r in node.records()] == ["a"]

@@ -198,11 +198,12 @@ def test_send_print_builds_commands_a_node_accepts(workspace, wav, tmp_path):
                  "--level", "emergency"],
         "config": ["config", "--to", "27787-03", "--version", "3", "--set", "audio.volume=70",
                    "--set", "site.name=Ấp 3"],
-        "time": ["time", "--to", "all"],
     }
     for name, args in cases.items():
         decision = _verify_printed(workspace, _printed(workspace, *args))
         assert isinstance(decision, Accepted), (name, decision)
+    # Time beacons are retired (protocol §7a): time comes only as answers to a node's nonce.
+    assert district("send", workspace, "time", "--to", "all", "--print").returncode == 2
     play = _verify_printed(workspace, _printed(workspace, *cases["play"]))
     assert play.command.id == "forced-command-id-0001"
     assert play.command.body.content.duration == 2.0 and len(play.keyids) == 2
@@ -250,6 +251,7 @@ def test_send_trust_revokes_a_key_and_nodes_accept_the_new_version(workspace, tm
 
 
 def test_send_to_an_unreachable_broker_fails_cleanly(workspace):
-    result = district("send", workspace, "--broker", "127.0.0.1:1", "time", "--to", "all", "--timeout", "3")
+    result = district("send", workspace, "--broker", "127.0.0.1:1", "stop", "--to", "all", "--all",
+                      "--timeout", "3")
     assert_clean_failure(result, 1)
     assert "not delivered" in result.stderr

@@ -45,7 +45,7 @@ SIGNERS = ["bulletin", "emergency-a", "emergency-b", "schedule", "live"]
 
 def decide(envelope: bytes, now=V.NOW):
     decision = verify_command(envelope, trust=TRUST, node_id=V.NODE_ID, groups=V.GROUPS, topic=V.OWN_TOPIC,
-                              now=now, seen=set(), versions={"schedule": 4, "config": 7}, floor=V.NOW)
+                              now=now, seen=set(), versions={"schedule": 4, "config": 7})
     assert isinstance(decision, (Accepted, Rejected))
     if isinstance(decision, Rejected):
         assert decision.reason in BY_CODE and decision.reason != INTERNAL_ERROR, decision

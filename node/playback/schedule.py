@@ -165,6 +165,22 @@ def active_at(schedule_body: dict, tz_name: str | None, now: dt.datetime) -> Occ
     return max(running, key=lambda occ: (occ.level == "priority", occ.starts_at))
 
 
+MAX_MISSED = 256                         # records for one clock gap, newest kept
+MAX_MISSED_LOOKBACK = dt.timedelta(days=31)
+
+
+def missed_between(schedule_body: dict, tz_name: str | None, since: dt.datetime, now: dt.datetime,
+                   started=frozenset()) -> list[Occurrence]:
+    """Occurrences that started in [since, now), were not started, and are over at `now`: the ones a
+    node without trusted time could not play (one still running at `now` is played, radio-style)."""
+    since = max(since, now - MAX_MISSED_LOOKBACK)
+    if since >= now:
+        return []
+    over = [occ for occ in expand(schedule_body, tz_name, since, now)
+            if occ.ends_at <= now and occ.occurrence_id not in started]
+    return over[-MAX_MISSED:]
+
+
 def position_in_slot(occurrence: Occurrence, now: dt.datetime) -> float:
     """Seconds since the occurrence started, clamped to [0, duration]."""
     total = (occurrence.ends_at - occurrence.starts_at).total_seconds()

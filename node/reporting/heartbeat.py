@@ -84,6 +84,8 @@ def alarms_from(readings: dict, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> 
     clk = readings.get("clk") or {}
     if clk.get("ok") is False:
         alarms.add("clock_untrusted")
+    if clk.get("conflict") is True:
+        alarms.add("clock_conflict")
     cert_d = readings.get("cert_d")
     if cert_d is not None and cert_d < thresholds.cert_expiring_days:
         alarms.add("cert_expiring")
@@ -111,10 +113,7 @@ def build_snapshot(
 ) -> dict:
     """The full status message. `readings` merges node.reporting.system.read_system() with what the loop
     knows: ver, clk, trust_d, net, play, relays, inputs, outbox, dropped, unstored, failed_to_sound."""
-    clk = readings.get("clk")
-    if clk is None:
-        ok = readings.get("clk_ok")
-        clk = {"ok": bool(ok), "src": "ntp" if ok else None}
+    clk = readings.get("clk") or {"ok": False, "src": None}   # the loop's ClockTrust verdict
     play = readings.get("play") or {"state": "idle", "item": None, "level": None}
     return {
         "v": PROTOCOL_VERSION,

@@ -16,7 +16,7 @@ import base64
 import datetime as dt
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 from node.adapters import inbound
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 _KEYID = re.compile(rb'"keyid"\s*:\s*"([^"\\]{1,128})"')
 
 BUILD_FLOOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)  # no trusted time can be older than this build
+HELD_MAX = 64        # commands held while the clock is untrusted (a persistent session's backlog)
+HELD_MAX_S = 120.0   # ... for at most this long after arrival, then reported clock_untrusted
 
 
 class Dispatcher(Protocol):
@@ -53,7 +55,7 @@ class StoredEnvelopeRefused(RemoteDataError):
 class IntakeDecision:
     """What happened to one message, for the log, tests and the demo timeline."""
 
-    outcome: str          # accepted | rejected | ignored
+    outcome: str          # accepted | rejected | ignored | held (waiting for trusted time)
     reason: str | None
     command_id: str | None
     kind: str | None
@@ -123,11 +125,18 @@ class TrustedTime:
 
     def __init__(self, clock, clock_trust: ClockTrust):
         self.clock, self.clock_trust = clock, clock_trust
-        self._cellular: dt.datetime | None = None
+        self._read_rtc = getattr(clock, "rtc", None)
 
-    def now(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
+    def now(self, cellular: dt.datetime | None = None, rtc: bool = False) -> dt.datetime | None:
+        """rtc=True also reads the hardware clock (at start and on the minute tick, not per message)."""
         return self.clock_trust.observe(wall=self.clock.wall(), monotonic=self.clock.monotonic(),
-                                        ntp_synced=self.clock.ntp_synchronized(), cellular=cellular)
+                                        ntp_synced=self.clock.ntp_synchronized(), cellular=cellular,
+                                        rtc=self._read_rtc() if rtc and self._read_rtc else None)
+
+    def schedule_now(self) -> dt.datetime | None:
+        """For playing the schedule already in force: trusted time, else a bounded source beyond its lead."""
+        self.now()
+        return self.clock_trust.schedule_now()
 
 
 class CommandIntake:
@@ -135,9 +144,12 @@ class CommandIntake:
                  limits: Limits, max_message_bytes: int, dispatcher: Dispatcher,
                  emit: Callable[[str, dict], None],
                  on_update: Callable[[object, bytes], None] | None = None,
-                 on_storage_error: Callable[[str, Exception], None] | None = None):
+                 on_storage_error: Callable[[str, Exception], None] | None = None,
+                 time_topic: str | None = None, time_answers: Callable[[bytes], object] | None = None):
         """on_storage_error(what, exc): a state write failed (disk full): the command is still acted on,
-        its id remembered in memory; None re-raises (tests that want the failure loud)."""
+        its id remembered in memory; None re-raises (tests that want the failure loud).
+        time_topic / time_answers: the node's own time topic and the check of what arrives there
+        (node.service.timekeeper.TimeKeeper.on_answer); None: this node takes no time answers."""
         self.node_id, self.groups = node_id, list(groups)
         self.on_update = on_update           # node.update.service.UpdateService.on_command
         self.on_storage_error = on_storage_error
@@ -151,10 +163,35 @@ class CommandIntake:
         self._own_topic_part = f"/node/{node_id}/"  # its cmd and ack topics
         self._triage_document = None
         self._emergency_keyids: set[str] = set()
+        self.time_topic, self.time_answers = time_topic, time_answers
+        # Commands refused only for want of trusted time (typically queued on the broker while the node
+        # was down, delivered before its first signed time answer): decided again once time is trusted,
+        # against that time, so an expired one is rejected "expired", never played.
+        self.held: list[tuple[float, str, bytes, Rejected]] = []
 
     # --- time ------------------------------------------------------------------------------------
-    def observe_clock(self, cellular: dt.datetime | None = None) -> dt.datetime | None:
-        return self.trusted_time.now(cellular)
+    def observe_clock(self, cellular: dt.datetime | None = None, rtc: bool = False) -> dt.datetime | None:
+        return self.trusted_time.now(cellular, rtc)
+
+    def retry_held(self) -> list[IntakeDecision]:
+        """Trusted time arrived: decide the held commands now, in arrival order."""
+        if not self.held or self.observe_clock() is None:
+            return []
+        waiting, self.held = self.held, []
+        return [self.handle(topic, payload) for _, topic, payload, _ in waiting]
+
+    def expire_held(self, max_wait_s: float = HELD_MAX_S) -> None:
+        """Still no trusted time: what waited too long is reported clock_untrusted (once) and dropped."""
+        now = self.clock.monotonic()
+        keep = []
+        for held in self.held:
+            at, topic, _, refused = held
+            if now - at <= max_wait_s:
+                keep.append(held)
+            else:   # the refusal it was held for (command id, envelope_sha256), reported now
+                self._rejected(topic, replace(refused, detail=f"no trusted time within {max_wait_s:.0f} s "
+                                                             "of arrival"))
+        self.held = keep
 
     # --- envelopes read back from local storage ---------------------------------------------------
     def read_stored(self, envelope: bytes, kinds: tuple[str, ...], where: str, stored_id: str | None = None):
@@ -194,15 +231,29 @@ class CommandIntake:
         size = len(payload) if size is None else size
         if size > self.max_message_bytes:
             return self._rejected(topic, Rejected(reasons.TOO_LARGE, f"{size} bytes"))
+        if topic == self.time_topic:   # the only topic time answers are taken from; never a command
+            return self._time_answer(topic, payload)
         result = verify_message(
             payload, trust=self.trust.document, node_id=self.node_id, groups=self.groups, topic=topic, now=now,
             seen=self._seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor,
             reset_epoch=self.store.reset_epoch(now))
         if isinstance(result, Rejected):
+            if result.reason == reasons.CLOCK_UNTRUSTED and len(self.held) < HELD_MAX:
+                self.held.append((self.clock.monotonic(), topic, bytes(payload), result))
+                return self._note(IntakeDecision("held", result.reason, result.command_id, None))
             return self._rejected(topic, result)
         if isinstance(result, TrustAccepted):
             return self._trust_accepted(result, payload)
         return self._accepted(topic, result, payload)
+
+    def _time_answer(self, topic: str, payload: bytes) -> IntakeDecision:
+        if self.time_answers is None:
+            return self._rejected(topic, Rejected(reasons.UNSUPPORTED_TYPE, "this node does not ask for time",
+                                                  envelope_sha256=envelope_digest(payload)))
+        result = self.time_answers(payload)
+        if isinstance(result, Rejected):
+            return self._rejected(topic, result)
+        return self._note(IntakeDecision("accepted", None, None, "time"))
 
     def _accepted(self, topic: str, accepted: Accepted, payload: bytes) -> IntakeDecision:  # noqa: C901
         command = accepted.command
@@ -216,15 +267,7 @@ class CommandIntake:
                     remember=command.id)
         log.info("accepted %s %s from %s (keys %s)", command.type, command.id, topic,
                  ",".join(k[:8] for k in accepted.keyids))
-        if command.type == "time":
-            try:
-                self.clock_trust.accept_beacon(command.body.time, self.clock.monotonic())
-                self.observe_clock()
-                self._write("state", self.store.put, "time_floor", self.clock_trust.floor.isoformat())
-            except RemoteDataError as exc:
-                return self._rejected(topic, Rejected(exc.reason, exc.detail, command_id=command.id,
-                                                      envelope_sha256=envelope_digest(payload)))
-        elif command.type == "schedule":
+        if command.type == "schedule":
             self._write("state", self.store.store_document, "schedule", command.version, payload)
             self.dispatcher.on_schedule(command, payload)
         elif command.type == "config":
@@ -303,7 +346,16 @@ class CommandIntake:
         return decision
 
 
-def load_clock_trust(store) -> ClockTrust:
-    floor = store.get("time_floor")
-    floor_dt = dt.datetime.fromisoformat(floor) if floor else BUILD_FLOOR
-    return ClockTrust(floor_dt, build_date=BUILD_FLOOR)
+def load_clock_trust(store, floor_file=None) -> ClockTrust:
+    """The floor saved every few minutes (floor_file) or at the last clean stop (store): the later one.
+    (If either is wrong-ahead, the first fresh signed answer corrects it: node.trust.time_trust.)"""
+    saved = [BUILD_FLOOR]
+    stored = store.get("time_floor")
+    if stored:
+        try:
+            saved.append(dt.datetime.fromisoformat(stored))
+        except (TypeError, ValueError):
+            log.warning("stored time floor %r unreadable: ignored", stored)
+    if floor_file is not None and (from_file := floor_file.load()) is not None:
+        saved.append(from_file)
+    return ClockTrust(max(saved), build_date=BUILD_FLOOR)

@@ -29,6 +29,7 @@ from node.playback.sequencer import RelaySequencer
 from node.service.fetcher import FetchDone, FetchJob
 from node.service.programme import Programme
 from node.service.recorder import RECORD_LEVEL, Recorder
+from node.trust import reasons
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,13 @@ class Playing:
 
 class OnAir:
     def __init__(self, *, cfg, loop, clock, now_trusted, player, relays, inputs_state: dict, cache, fetcher, store,
-                 reporter, health, changed, read_stored, max_queue: int, limits=None):
+                 reporter, health, changed, read_stored, max_queue: int, limits=None, now_strict=None):
         """read_stored(envelope, kinds, where, stored_id): a stored envelope verified again before it
-        acts (node.service.intake.CommandIntake.read_stored); raises RemoteDataError when refused."""
+        acts (node.service.intake.CommandIntake.read_stored); raises RemoteDataError when refused.
+        now_trusted: time to play the programme by (node.service.intake.TrustedTime.schedule_now);
+        now_strict: the time commands are judged by (TrustedTime.now; default now_trusted)."""
         self.cfg, self.loop, self.clock, self.now_trusted = cfg, loop, clock, now_trusted
+        self.now_strict = now_strict or now_trusted
         self.player, self.relays, self.inputs_state = player, relays, inputs_state
         self.cache, self.fetcher, self.store = cache, fetcher, store
         self.emit_event, self.health, self.changed = reporter.event, health, changed
@@ -91,6 +95,7 @@ class OnAir:
         self.held: dict[str, tuple[int, QueueItem]] = {}  # item_id -> (timer, item) waiting for start_at
         self.fetch_failures: dict[str, tuple[int, float]] = {}  # sha256 -> (failures, next retry, monotonic)
         self._recovery_pending = False
+        self._untimed_since: float | None = None   # monotonic time the programme lost trusted time
         self.failed_to_sound: str | None = None  # latched alarm until the next successful play
         self._seq_timer = self._arb_timer = self._sched_timer = None
         self._play_ids = itertools.count(1)
@@ -281,6 +286,7 @@ class OnAir:
         now = self.now_trusted()
         # Re-armed first: an exception below must not stop the schedule for good.
         self._sched_timer = self.loop.call_later(self.programme.seconds_to_next_check(now), self._schedule_tick)
+        self._note_clock_gap(now)
         if now is not None and self._recovery_pending:
             self._recover_commands()
         if now is None:
@@ -293,6 +299,34 @@ class OnAir:
             item = None
         if item is not None:
             self._offer(item)
+
+    def on_clock_trusted(self) -> None:
+        """Signed time arrived: the programme looks at once (and records what the gap made it miss)."""
+        if not self.stopped:
+            self._schedule_tick()
+
+    def _note_clock_gap(self, now: dt.datetime | None) -> None:
+        """Slots that fell in a stretch without trusted time get `skipped` records (clock_untrusted) once
+        time returns. The gap is measured on the monotonic clock, so it covers this run only (a reboot
+        starts untrusted: its gap is measured from the start)."""
+        mono = self.clock.monotonic()
+        if now is None:
+            if self._untimed_since is None:
+                self._untimed_since = mono
+            return
+        if self._untimed_since is None:
+            return
+        since = now - dt.timedelta(seconds=mono - self._untimed_since)
+        self._untimed_since = None
+        try:
+            missed = self.programme.missed(since, now)
+        except Exception as exc:  # noqa: BLE001 - a bad schedule is reported by the tick itself
+            log.error("schedule: %s", exc)
+            return
+        for occ in missed:
+            self._record_skip(self.programme.slot_item(occ, mono, None), reasons.CLOCK_UNTRUSTED)
+        if missed:
+            log.warning("%d scheduled slot(s) missed while the clock was untrusted", len(missed))
 
     def _prefetch(self, now: dt.datetime) -> None:
         needed, clips = self.programme.wanted(now)
@@ -679,7 +713,7 @@ class OnAir:
     def _recover_commands(self) -> None:
         """Accepted play/live commands that have not been recorded yet: offer them again if still valid.
         Without trusted time (a Pi after a power cut, before NTP) nothing is decided: the rows wait."""
-        now = self.now_trusted()
+        now = self.now_strict()
         self._recovery_pending = now is None
         if now is None:
             return

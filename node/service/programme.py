@@ -67,6 +67,15 @@ class Programme:
         self.started_occurrences.add(occ.occurrence_id)
         return self.slot_item(occ, enqueued_at, mono_for(occ.ends_at))
 
+    def missed(self, since: dt.datetime, now: dt.datetime) -> list[sched.Occurrence]:
+        """Occurrences over by `now` that started in [since, now) and never started: what a node without
+        trusted time could not play. Marked started, so each is recorded once."""
+        if not self.body:
+            return []
+        missed = sched.missed_between(self.body, self.cfg.node.timezone, since, now, self.started_occurrences)
+        self.started_occurrences.update(occ.occurrence_id for occ in missed)
+        return missed
+
     def seconds_to_next_check(self, now: dt.datetime | None) -> float:
         """At the next occurrence start (one-off items start at any second), at most a minute away."""
         if now is None:

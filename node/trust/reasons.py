@@ -77,7 +77,7 @@ TABLE: tuple[Reason, ...] = (
     Reason(EXPIRED, True, "now >= expires (commands and trust documents)"),
     Reason(VALIDITY_TOO_LONG, True, "expires - not_before is longer than the cap for this command type"),
     Reason(TRUST_EXPIRED, True, "the node's current trust document has expired: update it"),
-    Reason(BEACON_TOO_OLD, True, "a time beacon is older than the node's persisted time floor"),
+    Reason(BEACON_TOO_OLD, True, "retired with time beacons (protocol §7a): no longer produced"),
     Reason(REPLAYED, True, "a command id that was already accepted (same command again)"),
     Reason(ROLLBACK, True, "a schedule, config or trust version lower than the one in force"),
     Reason(DUPLICATE, False, "the same schedule/config/trust version again: already applied, ignored"),

@@ -1,18 +1,25 @@
-"""Clock trust: which time the verifier may believe. Pure: the clock adapter feeds readings in.
+"""Clock trust: which time the verifier may believe. Pure: the adapters feed readings in.
 
-A Raspberry Pi has no real-time clock: it boots at 1970 (or at fake-hwclock's last save) and NTP over
-4G may be late, blocked or spoofed. Believing a wrong clock is how expired commands get replayed, so:
+A Raspberry Pi has no RTC (the Pi 5 and DS3231 boards do): it boots at 1970 or wherever fake-hwclock
+left it, and NTP over 4G may be late, blocked or spoofed. Believing a wrong clock is how expired commands
+get replayed; believing a clock that is too far ahead is how a node gets silenced. So (docs/protocol.md §7):
 
-  * floor: the latest trusted time ever seen, persisted by the adapter, never below the software build
-    date. Nothing below the floor is ever trusted (a 1970 boot, a replayed old beacon).
-  * NTP-synchronised wall clock at or above the floor: trusted ("ntp") - unless a fresh signed beacon
-    disagrees by more than `agreement_s`, then the beacon wins (a signature beats unauthenticated NTP).
-  * otherwise a fresh verified beacon: trusted as beacon_time + monotonic time elapsed ("beacon").
-  * otherwise cellular network time (NITZ from the modem), only as a bounded source: it must lie within
-    [floor, floor + cellular_max_lead_s]. A fake base station can lie, so cellular time never raises
-    the floor, and it can move the clock at most `cellular_max_lead_s` past what we already knew.
-  * otherwise untrusted (None): a wall clock 5 years ahead with no NTP, beacon or cellular is not used.
-Only "ntp" and "beacon" raise the floor.
+  * signed: a district time answer to one of our nonces (node.trust.timeanswer), held on the monotonic
+    clock with a growing uncertainty. The only source that may set the persisted floor, and the one
+    that wins every disagreement. A fresh signed answer is authoritative: it also corrects a floor
+    that is ahead of it (saved by older firmware from a wrong NTP clock), so no wrong reading sticks.
+  * ntp: the synchronised wall clock. With a fresh signed anchor it is used only while it agrees with
+    it within `ntp_bound_s` (+ the anchor's uncertainty); otherwise the signed time is used and the
+    `clock_conflict` alarm is up. Without one, it is used only at or above the floor. NTP never
+    raises the persisted floor.
+  * rtc: a hardware clock read at boot, bounded to [floor, floor + rtc_max_lead_s].
+  * cellular: network time from the modem (NITZ), bounded to [floor, floor + cellular_max_lead_s]; a
+    fake base station can lie, so it never raises the floor.
+  * otherwise untrusted (None): no command that depends on time is accepted.
+
+`schedule_now()` is looser than `trusted_now()`: bounded sources beyond their lead (cellular or RTC
+after a month-long outage) may still *play the signed schedule already in force* - a wrong clock there
+plays accepted content at the wrong hour, it can never admit a new or expired command.
 """
 
 from __future__ import annotations
@@ -20,25 +27,31 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from node.errors import RemoteDataError
-from node.trust import reasons
+_DAY = 86400.0
 
 
 @dataclass(frozen=True)
 class ClockPolicy:
-    beacon_max_age_s: float = 12 * 3600.0   # monotonic drift (~50 ppm) stays under 3 s in 12 h
+    signed_max_age_s: float = 24 * 3600.0   # a signed anchor this old is dropped (the node asks every 15 min)
+    drift_ppm: float = 100.0                # monotonic (crystal) drift allowed on top of the answer's uncertainty
+    ntp_bound_s: float = 60.0               # NTP may differ this much from signed time (+ its uncertainty)
     cellular_max_age_s: float = 12 * 3600.0
-    agreement_s: float = 300.0
-    cellular_max_lead_s: float = 30 * 86400.0
+    cellular_max_lead_s: float = 30 * _DAY
+    rtc_max_age_s: float = 12 * 3600.0
+    rtc_max_lead_s: float = 400 * _DAY      # an RTC on the board cannot be spoofed by radio
 
 
 @dataclass(frozen=True)
 class _Anchor:
     time: dt.datetime
     monotonic: float
+    uncertainty_s: float = 0.0
+
+    def age(self, monotonic: float) -> float:
+        return monotonic - self.monotonic
 
     def now(self, monotonic: float, max_age: float) -> dt.datetime | None:
-        elapsed = monotonic - self.monotonic
+        elapsed = self.age(monotonic)
         if elapsed < 0 or elapsed > max_age:  # monotonic restarts at boot: an old anchor is useless
             return None
         return self.time + dt.timedelta(seconds=elapsed)
@@ -48,70 +61,134 @@ class ClockTrust:
     def __init__(self, floor: dt.datetime, *, build_date: dt.datetime | None = None,
                  policy: ClockPolicy = ClockPolicy()):
         self.policy = policy
+        self._build = build_date
         self._floor = max(floor, build_date) if build_date else floor
-        self._beacon: _Anchor | None = None
+        self._signed: _Anchor | None = None
         self._cellular: _Anchor | None = None
+        self._rtc: _Anchor | None = None
         self._wall: dt.datetime | None = None
         self._trusted: dt.datetime | None = None
+        self._schedule: dt.datetime | None = None
         self._source: str | None = None
         self._note = "no reading yet"
+        self.conflict_s: float | None = None   # how far NTP (or an old floor) was off from signed time
 
     @property
     def floor(self) -> dt.datetime:
-        """Persist this (e.g. hourly and at shutdown); pass it back in at the next boot."""
+        """Persist this (every few minutes and at shutdown); pass it back in at the next boot."""
         return self._floor
 
-    def accept_beacon(self, beacon_time: dt.datetime, monotonic: float) -> None:
-        """Record a time beacon that node.trust.verifier already accepted (signed by a "time" key)."""
-        if beacon_time < self._floor:
-            raise RemoteDataError(reasons.BEACON_TOO_OLD, f"beacon {beacon_time.isoformat()} below floor")
-        if self._beacon is not None:
-            current = self._beacon.now(monotonic, self.policy.beacon_max_age_s)
-            if current is not None and beacon_time < current - dt.timedelta(seconds=self.policy.agreement_s):
-                raise RemoteDataError(reasons.BEACON_TOO_OLD, "older than the beacon already in use")
-        self._beacon = _Anchor(beacon_time, monotonic)
+    @property
+    def conflict(self) -> bool:
+        """The `clock_conflict` alarm: NTP disagreed with a fresh signed answer beyond the bound."""
+        return self.conflict_s is not None
+
+    # --- inputs ------------------------------------------------------------------------------------
+    def accept_signed(self, time: dt.datetime, monotonic: float, uncertainty_s: float) -> float | None:
+        """A time answer node.trust.timeanswer accepted (right nonce, right node, signed, bounded).
+
+        Returns how many seconds the floor was moved back (it was ahead of signed time), else None."""
+        lower = time - dt.timedelta(seconds=uncertainty_s)
+        corrected = None
+        if time + dt.timedelta(seconds=uncertainty_s) < self._floor:
+            # The floor is ahead of a fresh signed answer: it was saved from a wrong clock. Correct it.
+            corrected = round((self._floor - time).total_seconds(), 3)
+            self._floor = max(lower, self._build) if self._build else lower
+        elif lower > self._floor:
+            self._floor = lower
+        self._signed = _Anchor(time, monotonic, uncertainty_s)
+        return corrected
+
+    def signed_age(self, monotonic: float) -> float | None:
+        return None if self._signed is None else self._signed.age(monotonic)
 
     def observe(self, *, wall: dt.datetime, monotonic: float, ntp_synced: bool,
-                cellular: dt.datetime | None = None) -> dt.datetime | None:
-        """Feed one reading of the system clocks (and the modem's network time, if just read)."""
+                cellular: dt.datetime | None = None, rtc: dt.datetime | None = None) -> dt.datetime | None:
+        """Feed one reading of the system clocks (and the modem's or RTC's time, when just read)."""
         if cellular is not None:
             self._cellular = _Anchor(cellular, monotonic)
+        if rtc is not None:
+            self._rtc = _Anchor(rtc, monotonic)
         self._wall = wall
         self._trusted, self._source, self._note = self._decide(wall, monotonic, ntp_synced)
-        if self._trusted is not None and self._source in ("ntp", "beacon") and self._trusted > self._floor:
-            self._floor = self._trusted
+        self._schedule = self._trusted if self._trusted is not None else self._loose(monotonic)
+        if self._source in ("signed", "ntp") and self._signed is not None:
+            self._raise_floor(monotonic)
         return self._trusted
+
+    def _raise_floor(self, monotonic: float) -> None:
+        signed = self._signed_now(monotonic)
+        if signed is not None:
+            low = signed[0] - dt.timedelta(seconds=signed[1])
+            if low > self._floor:
+                self._floor = low
+
+    def _signed_now(self, monotonic: float) -> tuple[dt.datetime, float] | None:
+        if self._signed is None:
+            return None
+        now = self._signed.now(monotonic, self.policy.signed_max_age_s)
+        if now is None:
+            return None
+        uncertainty = self._signed.uncertainty_s + self._signed.age(monotonic) * self.policy.drift_ppm / 1e6
+        return now, uncertainty
+
+    def _bounded(self, anchor: _Anchor | None, monotonic: float, max_age: float, max_lead: float):
+        """(time, within bounds) for a bounded source, or None when it is absent or stale."""
+        now = anchor.now(monotonic, max_age) if anchor else None
+        if now is None:
+            return None
+        lead = (now - self._floor).total_seconds()
+        return now, 0 <= lead <= max_lead
 
     def _decide(self, wall, monotonic, ntp_synced):
         policy = self.policy
-        agreement = dt.timedelta(seconds=policy.agreement_s)
-        beacon = self._beacon.now(monotonic, policy.beacon_max_age_s) if self._beacon else None
-        if beacon is not None and beacon < self._floor:
-            beacon = None
-        wall_ok = wall >= self._floor
-        if ntp_synced and wall_ok:
-            if beacon is not None and abs(wall - beacon) > agreement:
-                return beacon, "beacon", "NTP disagrees with the signed beacon; using the beacon"
-            return wall, "ntp", "NTP synchronised"
-        if beacon is not None:
-            return beacon, "beacon", "signed time beacon"
-        cellular = self._cellular.now(monotonic, policy.cellular_max_age_s) if self._cellular else None
-        if cellular is not None:
-            lead = (cellular - self._floor).total_seconds()
-            if 0 <= lead <= policy.cellular_max_lead_s:
-                return cellular, "cellular", "cellular network time within bounds"
-            return None, None, "cellular network time outside [floor, floor + max lead]"
-        if not wall_ok:
-            return None, None, "system clock is below the trusted floor"
-        return None, None, "no NTP, beacon or cellular time"
+        signed = self._signed_now(monotonic)
+        if signed is not None:
+            time, uncertainty = signed
+            if ntp_synced:
+                off = (wall - time).total_seconds()
+                if abs(off) <= policy.ntp_bound_s + uncertainty:
+                    self.conflict_s = None
+                    return wall, "ntp", "NTP synchronised, agrees with signed time"
+                self.conflict_s = round(off, 3)
+                return time, "signed", f"NTP is {off:+.0f} s off signed time: using signed time"
+            self.conflict_s = None
+            return time, "signed", "signed district time"
+        if ntp_synced and wall >= self._floor:
+            return wall, "ntp", "NTP synchronised (no signed time yet)"
+        rtc = self._bounded(self._rtc, monotonic, policy.rtc_max_age_s, policy.rtc_max_lead_s)
+        if rtc is not None and rtc[1]:
+            return rtc[0], "rtc", "hardware clock within bounds"
+        cellular = self._bounded(self._cellular, monotonic, policy.cellular_max_age_s, policy.cellular_max_lead_s)
+        if cellular is not None and cellular[1]:
+            return cellular[0], "cellular", "cellular network time within bounds"
+        if cellular is not None or rtc is not None:
+            return None, None, "RTC/cellular time outside [floor, floor + max lead]"
+        if ntp_synced:
+            return None, None, "NTP clock is below the trusted floor"
+        return None, None, "no signed, NTP, RTC or cellular time"
 
+    def _loose(self, monotonic: float) -> dt.datetime | None:
+        """Schedule-grade time: an RTC or cellular reading at or above the floor, however far ahead."""
+        for anchor, max_age in ((self._rtc, self.policy.rtc_max_age_s),
+                                (self._cellular, self.policy.cellular_max_age_s)):
+            found = self._bounded(anchor, monotonic, max_age, float("inf"))
+            if found is not None and found[1]:
+                return found[0]
+        return None
+
+    # --- verdicts ----------------------------------------------------------------------------------
     def trusted_now(self) -> dt.datetime | None:
         """The trusted time as of the last observe(), or None: pass it to verify_command as `now`."""
         return self._trusted
+
+    def schedule_now(self) -> dt.datetime | None:
+        """Time good enough to play the schedule already in force (see the module docstring)."""
+        return self._schedule
 
     def status(self) -> dict:
         offset = None
         if self._trusted is not None and self._wall is not None:
             offset = round((self._trusted - self._wall).total_seconds(), 3)
         return {"trusted": self._trusted is not None, "source": self._source, "offset_s": offset,
-                "floor": self._floor.isoformat(), "note": self._note}
+                "floor": self._floor.isoformat(), "note": self._note, "conflict": self.conflict}

@@ -198,20 +198,19 @@ def verify_command(
     seen: Callable[[str], bool] | Container[str] | None = None,
     versions: Mapping[str, int] | None = None,
     limits: Limits = DEFAULT_LIMITS,
-    floor: dt.datetime | None = None,
     reset_epoch: dt.datetime | None = None,
 ) -> Accepted | Rejected:
     """Decide one command envelope. Never raises for bad input.
 
     `topic` None means "not from the broker" (USB manifest): a non-matching target is then reported.
-    `now` None means the clock is untrusted: every command is rejected clock_untrusted, except a time
-    beacon when `floor` (the persisted time floor) is given: it is checked at its own time instead.
+    `now` None means the clock is untrusted: every command is rejected clock_untrusted. (Signed time
+    comes only as answers to the node's nonces, node.trust.timeanswer; a `time` command is retired.)
     `reset_epoch` is the trusted time at which the node lost its seen ids (node.adapters.store): a
     command issued or valid before it could have been accepted before, so it is refused
-    issued_before_reset (time beacons excepted: they carry their own freshness).
+    issued_before_reset.
     """
     return _decide(lambda: _verify(envelope_bytes, trust, node_id, tuple(groups), topic, now, seen,
-                                   versions or {}, limits, floor, accept_trust=False, reset_epoch=reset_epoch),
+                                   versions or {}, limits, None, accept_trust=False, reset_epoch=reset_epoch),
                    envelope_bytes)
 
 
@@ -246,6 +245,11 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
         return _worst(problems)
     command = parse_command(envelope.payload, limits)
     cid = command.id
+    if command.type == "time":
+        # A beacon carries no nonce: a queued or captured one would set the clock back (protocol §7a).
+        # Refused like any unknown type (command_id null, protocol §6): no role was checked yet.
+        return reject(reasons.UNSUPPORTED_TYPE, "time beacons are retired: time comes as signed answers to "
+                                                "the node's nonces")
 
     wrong = _check_targets(command, node_id, groups, topic)
     if wrong:
@@ -253,18 +257,12 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
 
     at = now
     if now is None:
-        if command.type != "time" or floor is None:
-            return reject(reasons.CLOCK_UNTRUSTED, "no trusted time on this node", command_id=cid)
-        at = command.body.time
-        if at < floor:
-            return reject(reasons.BEACON_TOO_OLD, f"beacon {at.isoformat()} < floor {floor.isoformat()}",
-                          command_id=cid)
+        return reject(reasons.CLOCK_UNTRUSTED, "no trusted time on this node", command_id=cid)
     if at >= trust.expires:
         return reject(reasons.TRUST_EXPIRED, f"trust version {trust.version} expired", command_id=cid)
 
     valid: dict[str, TrustedKey] = {}
     for keyid, key in signers.items():
-        # For a beacon, `at` (its own time) is >= the floor, so a key expired at the floor fails here too.
         problem = _key_time_problem(key, at)
         if problem:
             problems.append((problem, keyid))
@@ -297,8 +295,6 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
     if cap is not None and (command.expires - command.not_before).total_seconds() > cap:
         return reject(reasons.VALIDITY_TOO_LONG, f"{command.type} may be valid for at most {cap:.0f} s",
                       command_id=cid)
-    if command.type == "time" and not command.not_before - skew <= command.body.time <= command.expires:
-        return reject(reasons.MALFORMED, "body.time is outside not_before..expires", command_id=cid)
 
     if command.type == "update":
         try:
@@ -306,8 +302,7 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
         except RemoteDataError as exc:
             return reject(exc.reason, f"body.release: {exc.detail}", command_id=cid)
 
-    if (reset_epoch is not None and command.type != "time"
-            and min(command.issued_at, command.not_before) < reset_epoch):
+    if reset_epoch is not None and min(command.issued_at, command.not_before) < reset_epoch:
         return reject(reasons.ISSUED_BEFORE_RESET,
                       f"issued {command.issued_at.isoformat()} before the state reset at {reset_epoch.isoformat()}",
                       command_id=cid)

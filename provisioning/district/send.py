@@ -85,8 +85,6 @@ def build_body(kind: str, args) -> dict:
                 raise UsageError(f"--set {item!r}: use key=value")
             settings[key.strip()] = _setting_value(value)
         return {"version": args.version, "settings": settings}
-    if kind == "time":
-        return {"time": signing.format_time(signing.now_utc())}
     if kind == "update":
         return _update_body(args)
     raise UsageError(f"unknown kind {kind}")
@@ -207,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
     config = kind("config", "change node settings")
     config.add_argument("--version", type=int, required=True)
     config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    kind("time", "send a signed time beacon")
     update = kind("update", "install a signed software release (speaker-district release)")
     update.add_argument("--release", required=True, help="release directory (or its release.json)")
     update.add_argument("--url", required=True, help="https URL where the release directory is served")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from node.trust import keys as ed25519  # noqa: E402
 from node.trust.durations import format_time  # noqa: E402
-from node.trust.envelope import PAYLOAD_ACK, PAYLOAD_COMMAND, PAYLOAD_TRUST, encode_envelope, pae  # noqa: E402
+from node.trust.envelope import PAYLOAD_ACK, PAYLOAD_COMMAND, PAYLOAD_TIME, PAYLOAD_TRUST, encode_envelope, pae  # noqa: E402,E501
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
@@ -279,13 +279,12 @@ def cases() -> list[tuple[str, str, bytes, dict, dict]]:
     beacon = command("time", {"time": format_time(beacon_time)}, cid=cid("beacon"),
                      not_before=beacon_time - dt.timedelta(seconds=5),
                      expires=beacon_time + dt.timedelta(minutes=5))
-    add("beacon-untrusted-clock-accepted", "A signed time beacon, no trusted clock, above the floor.",
-        sign(beacon, ["schedule"]), ok, now=None, floor=format_time(NOW))
-    add("beacon-below-floor-rejected", "An old beacon replayed to a node whose floor is later.",
-        sign(beacon, ["schedule"]), no("beacon_too_old"), now=None,
-        floor=format_time(beacon_time + dt.timedelta(hours=1)))
-    add("beacon-by-bulletin-rejected", "A time beacon signed by a key without the time role.",
-        sign(beacon, ["bulletin"]), no("role_not_allowed"), now=None, floor=format_time(NOW))
+    add("beacon-untrusted-clock-rejected", "A signed time beacon (retired: no nonce), no trusted clock.",
+        sign(beacon, ["schedule"]), no("unsupported_type"), now=None)
+    add("beacon-trusted-clock-rejected", "A signed time beacon (retired) while the clock is trusted.",
+        sign(beacon, ["schedule"]), no("unsupported_type"))
+    add("beacon-by-bulletin-rejected", "A time beacon signed by a key without the time role: retired first.",
+        sign(beacon, ["bulletin"]), no("unsupported_type"), now=None)
     add("malformed-json-rejected", "Signed payload that is not JSON.",
         sign_payload(PAYLOAD_COMMAND, b'{"v":1,"type":"play",', ["bulletin"]), no("malformed"))
     add("wrong-field-type-rejected", "body.length is a string.",
@@ -348,6 +347,80 @@ def ack_cases() -> list[tuple[str, str, bytes, str, dict]]:
     ]
 
 
+NONCE_A = hashlib.sha256(b"speaker-node time vector nonce A").hexdigest()
+NONCE_B = hashlib.sha256(b"speaker-node time vector nonce B").hexdigest()
+NONCE_OLD = hashlib.sha256(b"speaker-node time vector nonce used before").hexdigest()
+ANSWER_TIME = "2026-11-26T05:30:00.250Z"
+
+
+def time_answer(node: str = NODE_ID, nonces=(NONCE_A,), time: str = ANSWER_TIME, radius_ms: int = 500,
+                **overrides) -> bytes:
+    doc = {"v": 1, "type": "time", "node": node, "nonces": list(nonces), "time": time, "radius_ms": radius_ms}
+    doc.update(overrides)
+    return encode(doc)
+
+
+def time_cases() -> list[tuple[str, str, bytes, dict, dict]]:
+    """Signed time answers (docs/protocol.md §7a): (stem, description, envelope, context, expected)."""
+
+    def ctx(issued=None, received=100.4) -> dict:
+        return {"node_id": NODE_ID, "issued": {NONCE_A: 100.0} if issued is None else issued,
+                "received_monotonic": received}
+
+    def no(reason: str) -> dict:
+        return {"decision": "rejected", "reason": reason}
+
+    def ok(time: str, monotonic: float, uncertainty: float, nonce: str = NONCE_A) -> dict:
+        return {"decision": "accepted", "reason": None, "time": time, "monotonic": monotonic,
+                "uncertainty_s": uncertainty, "nonce": nonce}
+
+    signed = sign_payload(PAYLOAD_TIME, time_answer(), ["schedule"])
+    return [
+        ("answer-accepted", "The answer to the node's nonce, 0.4 s round trip, 500 ms radius: time held at the "
+         "midpoint (monotonic 100.2), uncertainty radius + round trip = 0.9 s.",
+         signed, ctx(), ok(ANSWER_TIME, 100.2, 0.9)),
+        ("batch-answer-accepted", "One answer serving two requests; the node's newest nonce (B, sent at 100.1) "
+         "is the one used.",
+         sign_payload(PAYLOAD_TIME, time_answer(nonces=[NONCE_A, NONCE_B]), ["schedule"]),
+         ctx(issued={NONCE_A: 99.0, NONCE_B: 100.1}), ok(ANSWER_TIME, 100.25, 0.8, NONCE_B)),
+        ("unsolicited-rejected", "A validly signed answer to a nonce this node never issued.",
+         signed, ctx(issued={NONCE_B: 100.0}), no("time_nonce_unknown")),
+        ("replayed-after-use-rejected", "The same answer again after the node used its nonce (single use), "
+         "or after a restart (nonces live in memory only), or queued on a persistent session.",
+         signed, ctx(issued={}), no("time_nonce_unknown")),
+        ("stale-nonce-rejected", "The answer arrives 6 s after the request (limit 5 s): it may have waited "
+         "in a queue.",
+         signed, ctx(received=106.0), no("time_nonce_stale")),
+        ("wrong-node-rejected", "A genuine answer for another node, redirected to this one.",
+         sign_payload(PAYLOAD_TIME, time_answer(node="27787-04"), ["schedule"]), ctx(), no("wrong_target")),
+        ("bad-signature-rejected", "The time in the body was changed after signing.",
+         _swap_payload(signed, time_answer(time="2036-11-26T05:30:00.250Z")), ctx(), no("bad_signature")),
+        ("unknown-key-rejected", "Signed by a key the trust document does not list.",
+         sign_payload(PAYLOAD_TIME, time_answer(), ["stranger"]), ctx(), no("unknown_key")),
+        ("revoked-key-rejected", "Signed only by a revoked key.",
+         sign_payload(PAYLOAD_TIME, time_answer(), ["revoked-bulletin"]), ctx(), no("revoked_key")),
+        ("no-time-role-rejected", "Signed by the bulletin key, which does not hold the time role.",
+         sign_payload(PAYLOAD_TIME, time_answer(), ["bulletin"]), ctx(), no("role_not_allowed")),
+        ("radius-too-large-rejected", "Radius 9.7 s + round trip 0.4 s = 10.1 s > 10 s.",
+         sign_payload(PAYLOAD_TIME, time_answer(radius_ms=9700), ["schedule"]), ctx(), no("time_too_uncertain")),
+        ("slow-round-trip-too-uncertain-rejected", "Radius 6 s + round trip 4.5 s = 10.5 s > 10 s.",
+         sign_payload(PAYLOAD_TIME, time_answer(radius_ms=6000), ["schedule"]), ctx(received=104.5),
+         no("time_too_uncertain")),
+        ("trust-expired-at-answer-time-rejected", "The answer's time is after the trust document expired.",
+         sign_payload(PAYLOAD_TIME, time_answer(time="2028-06-01T00:00:00.000Z"), ["schedule"]), ctx(),
+         no("trust_expired")),
+        ("command-payload-type-rejected", "A time body inside a command envelope.",
+         sign_payload(PAYLOAD_COMMAND, time_answer(), ["schedule"]), ctx(), no("unsupported_type")),
+        ("unknown-field-rejected", "An extra body field.",
+         sign_payload(PAYLOAD_TIME, time_answer(leap=0), ["schedule"]), ctx(), no("malformed")),
+        ("bad-nonce-format-rejected", "A nonce in upper-case hex.",
+         sign_payload(PAYLOAD_TIME, time_answer(nonces=[NONCE_A.upper()]), ["schedule"]),
+         ctx(), no("malformed")),
+        ("unsupported-version-rejected", "Body v = 2.",
+         sign_payload(PAYLOAD_TIME, time_answer(v=2), ["schedule"]), ctx(), no("unsupported_version")),
+    ]
+
+
 def files() -> dict[str, bytes]:
     result = {}
     key_table = {}
@@ -365,6 +438,10 @@ def files() -> dict[str, bytes]:
         vector = {"description": description, "envelope": envelope.decode("ascii"), "node": node,
                   "expected": expected}
         result[f"ack-{stem}.json"] = (json.dumps(vector, indent=2, ensure_ascii=False) + "\n").encode()
+    for index, (stem, description, envelope, context, expected) in enumerate(time_cases(), 1):
+        vector = {"description": description, "envelope": envelope.decode("ascii"), "context": context,
+                  "expected": expected}
+        result[f"time/T{index:02d}-{stem}.json"] = (json.dumps(vector, indent=2) + "\n").encode()
     return result
 
 
@@ -376,9 +453,10 @@ def main(argv: list[str]) -> int:
         for name in stale:
             print(f"stale: {name}")
         return 1 if stale else 0
-    for old in [*HERE.glob("[0-9][0-9]-*.json"), *HERE.glob("ack-*.json")]:
-        if old.name not in wanted:
+    for old in [*HERE.glob("[0-9][0-9]-*.json"), *HERE.glob("ack-*.json"), *HERE.glob("time/T[0-9][0-9]-*.json")]:
+        if str(old.relative_to(HERE)) not in wanted:
             old.unlink()
+    (HERE / "time").mkdir(exist_ok=True)
     for name, data in wanted.items():
         (HERE / name).write_bytes(data)
     print(f"wrote {len(wanted)} files to {HERE}")

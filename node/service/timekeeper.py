@@ -1,0 +1,92 @@
+"""TimeKeeper: asks the district for signed time and feeds what it accepts into ClockTrust.
+
+  connect / timer -> new nonce -> publish {"v":1,"nonce":…} on spk/node/ID/time/req
+  answer on spk/node/ID/time -> node.trust.timeanswer.verify_time_answer (pure) -> ClockTrust.accept_signed
+
+It asks on every broker connection, every 2 s (doubling to 60 s) while it has no fresh signed time, and
+every `refresh_s` (15 min: bounds the drift of the monotonic clock and catches NTP going wrong) while
+it has. Runs on the node loop only (answers arrive as MessageReceived events; the timer is a loop
+timer); nonces live in memory only (a restart makes every earlier answer worthless).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Callable
+
+from node.trust.timeanswer import DEFAULT_TIME_POLICY, NonceBook, Rejected, SignedTime, TimePolicy, request_body
+from node.trust.timeanswer import verify_time_answer as _verify
+
+log = logging.getLogger(__name__)
+
+
+class TimeKeeper:
+    def __init__(self, *, node_id: str, request_topic: str, clock, clock_trust, trust_document: Callable,
+                 publish: Callable[[str, bytes], object], loop, emit: Callable[[str, dict], None],
+                 on_signed: Callable[[float | None], None] = lambda corrected: None,
+                 policy: TimePolicy = DEFAULT_TIME_POLICY, refresh_s: float = 900.0, retry_min_s: float = 2.0,
+                 retry_max_s: float = 60.0, new_nonce: Callable[[], str] = lambda: secrets.token_hex(32)):
+        self.node_id, self.request_topic = node_id, request_topic
+        self.clock, self.clock_trust, self.trust_document = clock, clock_trust, trust_document
+        self.publish, self.loop, self.emit, self.policy = publish, loop, emit, policy
+        self.refresh_s, self.retry_min_s, self.retry_max_s = refresh_s, retry_min_s, retry_max_s
+        self.new_nonce = new_nonce
+        self.book = NonceBook()
+        self.connected = False
+        self._retry = retry_min_s
+        self._timer = None
+        self.on_signed = on_signed   # the node: floor saved, held commands decided (gets the correction)
+        self.requests = 0
+        self.accepted = 0
+
+    # --- asking -----------------------------------------------------------------------------------
+    def _has_fresh_signed(self) -> bool:
+        age = self.clock_trust.signed_age(self.clock.monotonic())
+        return age is not None and age < self.refresh_s
+
+    def ask(self) -> None:
+        """Publish one request with a new nonce (if connected), then re-arm the timer."""
+        self.loop.cancel(self._timer)
+        if self.connected:
+            nonce = self.new_nonce()
+            self.book.issue(nonce, self.clock.monotonic())
+            self.requests += 1
+            self.publish(self.request_topic, request_body(nonce))
+        if self._has_fresh_signed():
+            delay = self.refresh_s
+        else:
+            delay, self._retry = self._retry, min(self.retry_max_s, self._retry * 2)
+        self._timer = self.loop.call_later(delay, self.ask)
+
+    def on_connected(self) -> None:
+        self.connected = True
+        self._retry = self.retry_min_s
+        self.ask()
+
+    def on_disconnected(self) -> None:
+        self.connected = False
+
+    def stop(self) -> None:
+        self.loop.cancel(self._timer)
+        self._timer = None
+
+    # --- answers ----------------------------------------------------------------------------------
+    def on_answer(self, payload: bytes) -> SignedTime | Rejected:
+        """Verify one answer (from any topic); accepted time goes into ClockTrust at once."""
+        result = _verify(payload, trust=self.trust_document(), node_id=self.node_id, issued=self.book.issued,
+                         received_monotonic=self.clock.monotonic(), policy=self.policy)
+        if isinstance(result, Rejected):
+            return result
+        self.book.use(result.nonce)
+        self.accepted += 1
+        corrected = self.clock_trust.accept_signed(result.time, result.monotonic, result.uncertainty_s)
+        self._retry = self.retry_min_s
+        log.info("signed time %s ± %.3f s accepted", result.time.isoformat(), result.uncertainty_s)
+        if corrected is not None:
+            log.warning("time floor was %.0f s ahead of signed time: corrected", corrected)
+            self.emit("clock_floor_corrected", {"ahead_s": corrected})
+        self.loop.cancel(self._timer)
+        self._timer = self.loop.call_later(self.refresh_s, self.ask)
+        self.on_signed(corrected)
+        return result
