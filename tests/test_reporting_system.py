@@ -26,7 +26,7 @@ def make_tree(root, *, temp="48312\n", throttled="50005\n", meminfo=MEMINFO, upt
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-    flag = root / system.TIMESYNC_FLAG
+    flag = root / "run/systemd/timesync/synchronized"   # what timesyncd writes on a host
     flag.parent.mkdir(parents=True, exist_ok=True)
     if synced:
         flag.write_text("")
@@ -61,13 +61,12 @@ def test_readings_from_fake_tree(tmp_path):
     assert system.memory_available_pct(tmp_path) == 75
     assert system.uptime_s(tmp_path) == 98765
     assert system.load_1m(tmp_path) == 0.42
-    assert system.clock_synchronized(tmp_path) is True
 
 
-def test_clock_flag_absent_means_unsynchronised_but_no_timesyncd_means_unknown(tmp_path):
-    make_tree(tmp_path, synced=False)
-    assert system.clock_synchronized(tmp_path) is False
-    assert system.clock_synchronized(tmp_path / "elsewhere") is None
+def test_host_ntp_flag_is_not_a_reading(tmp_path):
+    """The host's timesyncd flag says nothing about a simulated node's clock: read_system never looks."""
+    make_tree(tmp_path, synced=True)
+    assert "clk_ok" not in system.read_system(tmp_path, data_path=tmp_path)
 
 
 def test_missing_sources_give_none_never_raise(tmp_path):
@@ -75,7 +74,7 @@ def test_missing_sources_give_none_never_raise(tmp_path):
     empty.mkdir()
     readings = system.read_system(empty, data_path=tmp_path / "no-such-dir", cert_path=tmp_path / "none.pem")
     assert readings == {"temp": None, "throttled": None, "thr": [], "load": None, "mem": None, "disk": None,
-                        "up": None, "clk_ok": None, "cert_d": None}
+                        "up": None, "cert_d": None}
 
 
 def test_garbage_in_sysfs_gives_none(tmp_path):
@@ -111,4 +110,4 @@ def test_read_system_feeds_thr_names(tmp_path):
     make_tree(tmp_path, throttled="0x4\n")
     readings = system.read_system(tmp_path, data_path=tmp_path)
     assert readings["thr"] == ["throttled"] and readings["throttled"] == 4
-    assert readings["temp"] == 48.3 and readings["clk_ok"] is True
+    assert readings["temp"] == 48.3

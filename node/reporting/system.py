@@ -27,7 +27,6 @@ THROTTLE_BITS: dict[int, str] = {
 
 THROTTLED_SYSFS = "sys/devices/platform/soc/soc:firmware/get_throttled"
 THERMAL_ZONE = "sys/class/thermal/thermal_zone0/temp"
-TIMESYNC_FLAG = "run/systemd/timesync/synchronized"
 
 
 def _read_text(root: str | os.PathLike, relative: str) -> str | None:
@@ -132,18 +131,6 @@ def uptime_s(root: str | os.PathLike = "/") -> int | None:
         return None
 
 
-def clock_synchronized(root: str | os.PathLike = "/") -> bool | None:
-    """systemd-timesyncd touches this flag file after its first NTP sync.
-
-    No /run/systemd/timesync directory at all means timesyncd is not running here: unknown (None),
-    not "unsynchronised".
-    """
-    flag = Path(root) / TIMESYNC_FLAG
-    if flag.exists():
-        return True
-    return False if flag.parent.is_dir() else None
-
-
 def cert_days_left(path: str | os.PathLike | None, now: dt.datetime | None = None) -> int | None:
     """Whole days until the PEM certificate at `path` expires (negative once expired)."""
     if not path:
@@ -168,7 +155,9 @@ def read_system(
 ) -> dict:
     """All host readings, keyed as node.reporting.heartbeat.build_snapshot expects them.
 
-    `clk_ok` is only the NTP flag; the caller merges it with cellular/beacon time into `clk`.
+    No clock reading here: whether the clock is trusted is the node's decision (node.trust.time_trust,
+    fed by the configured clock adapter), never the host's NTP flag file (a simulated node, the demo and
+    the tests must not depend on the machine they run on).
     """
     bits = throttled_bits(root, run_vcgencmd)
     return {
@@ -179,6 +168,5 @@ def read_system(
         "mem": memory_available_pct(root),
         "disk": disk_free_mb(data_path),
         "up": uptime_s(root),
-        "clk_ok": clock_synchronized(root),
         "cert_d": cert_days_left(cert_path, now),
     }

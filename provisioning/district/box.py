@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from provisioning.district.content_server import ContentServer
-from provisioning.district.localbroker import LocalBroker
+from provisioning.district.localbroker import LocalBroker, die_with_parent
 from provisioning.district.workspace import init_workspace
 from provisioning.node_new import create_node
 from provisioning.nodeid import NodeIdentity
@@ -107,13 +107,25 @@ class SimulatedNode:
         for name in self.env_drop:
             full_env.pop(name, None)
         argv = self.argv or [python or sys.executable, "-m", "node", "run", "--config", str(self.config)]
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        # die_with_parent: a demo (or test) killed with SIGKILL leaves no node behind
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                     preexec_fn=die_with_parent)
         log.close()
 
     def terminate(self, timeout: float = 15) -> int | None:
         if not self.proc or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def wait_stopped(self, timeout: float) -> int | None:
+        """After SIGTERM: the exit code, or kill it when it does not stop within `timeout`."""
+        if not self.proc:
+            return None
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -140,6 +152,7 @@ class DistrictInABox:
         self.content: ContentServer | None = None
         self.collector = None  # provisioning.district.collector.CollectorDuty
         self.records_db = self.dir / "records.db"
+        self.district_server = None  # provisioning.district.serve.DistrictServer (the time duty)
 
     def create(self) -> None:
         init_workspace(self.workspace, district=self.district, force=True)
@@ -159,15 +172,23 @@ class DistrictInABox:
         self.broker = LocalBroker(self.workspace, self.dir / "broker",
                                   nodes={n.node_id: n.groups for n in self.nodes.values()}, extra_conf=extra_conf)
         self.broker.start()
-        # The box's simulated "NTP synchronised" flag: the demo must not depend on the host's NTP state
-        # (a fresh Debian has no /run/systemd/timesync/synchronized).
-        flag = self.dir / "timesync-synchronized"
-        flag.touch()
+        # No NTP flag: a simulated node has no NTP (nor does a fresh Debian: nothing may read the host's
+        # /run/systemd/timesync/synchronized). Its clock is trusted once the district's time service
+        # (start_district) answers its nonce, as on a pole.
         for node in self.nodes.values():
-            kw = {"ntp_file": flag, **node.toml_kw}
             node.config.write_text(simulated_node_toml(node.node_dir, node.node_id, node.groups,
-                                                       [self.broker.address], state_dir=node.state_dir, **kw))
+                                                       [self.broker.address], state_dir=node.state_dir,
+                                                       **node.toml_kw))
         return self.broker
+
+    def start_district(self):
+        """The district's long-running service as `speaker-district serve` runs it, with its time duty
+        (signed answers to node nonces, docs/protocol.md §7a)."""
+        from provisioning.district.serve import DistrictServer
+        from provisioning.district.timeservice import TimeService
+
+        self.district_server = DistrictServer([TimeService(self.workspace, self.broker.address)]).start()
+        return self.district_server
 
     def start_collector(self):
         """The district's record collector (a `speaker-district serve` duty): stores what the nodes report
@@ -186,12 +207,18 @@ class DistrictInABox:
         for node in self.nodes.values():
             node.start(python)
 
-    def stop(self) -> dict[str, int | None]:
-        codes = {node_id: node.terminate() for node_id, node in self.nodes.items()}
+    def stop(self, node_timeout: float = 15) -> dict[str, int | None]:
+        for node in self.nodes.values():   # all at once: each takes a moment to go off air
+            if node.proc and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
+        codes = {node_id: node.wait_stopped(node_timeout) for node_id, node in self.nodes.items()}
         if self.collector:  # after the nodes: their last events ("stopping") are stored too
             time.sleep(0.5)
             self.collector.stop()
             self.collector = None
+        if self.district_server:
+            self.district_server.stop()
+            self.district_server = None
         if self.content:
             self.content.stop()
             self.content = None

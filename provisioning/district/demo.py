@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from node.topics import mqtt_client_id
 
 COMMUNES = [("27787", "760", "75", 1), ("27787", "760", "75", 2), ("27790", "760", "75", 1)]
+SCENARIO_BUDGET_S = 75.0   # every wait ends by then: a failing demo exits non-zero within 90 s
 
 
 class Timeline:
@@ -32,6 +33,7 @@ class Timeline:
         from provisioning.district.localbroker import client_tls
 
         self.t0 = time.monotonic()
+        self.deadline = self.t0 + SCENARIO_BUDGET_S
         self.out = out
         self._print_lock = threading.Lock()  # paho's thread and the scenario both print
         self.messages: "queue.Queue[tuple[str, dict]]" = queue.Queue()
@@ -69,7 +71,7 @@ class Timeline:
         for _, topic, obj in list(self.seen):
             if predicate(topic, obj):
                 return topic, obj
-        deadline = time.monotonic() + timeout
+        deadline = min(time.monotonic() + timeout, self.deadline)
         while time.monotonic() < deadline:
             try:
                 topic, obj = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
@@ -132,6 +134,13 @@ class Scenario:
             hit = self.tl.wait_for(lambda t, o, n=node_id: t == f"spk/node/{n}/status" and o.get("online") is True,
                                    timeout=20)
             ok &= self.check(f"{node_id} connected over mutual TLS and published its retained status", bool(hit))
+        for node_id in self.node_ids:
+            # No NTP here (nor on a pole): the node's clock is trusted because the district signed an
+            # answer to the node's own nonce (docs/protocol.md §7a).
+            hit = self.tl.wait_for(lambda t, o, n=node_id: t in (f"spk/node/{n}/status", f"spk/node/{n}/delta")
+                                   and (o.get("clk") or {}).get("ok") is True, timeout=15)
+            ok &= self.check(f"{node_id} trusts its clock: signed time from the district "
+                             f"(source {(hit[1].get('clk') or {}).get('src') if hit else 'none'})", bool(hit))
         return ok
 
     def signed_bulletin(self) -> bool:
@@ -330,6 +339,8 @@ def main(argv: list[str]) -> int:
             print(f"  provisioned node {node.node_id} (groups {', '.join(node.groups)})")
         broker = box.start_broker()
         print(f"  Mosquitto (mutual TLS, per-node ACL) on {broker.address}")
+        box.start_district()
+        print("  district service (speaker-district serve): signed time answers to node nonces")
         box.start_collector()
         print(f"  record collector (persistent session, signed acknowledgements) into {box.records_db}")
         content = box.start_content_server()
@@ -357,7 +368,7 @@ def main(argv: list[str]) -> int:
                 pass
         sim.close()
     finally:
-        codes = box.stop()
+        codes = box.stop(node_timeout=8)
         if timeline:
             time.sleep(0.3)  # let the last offline statuses print
             timeline.close()

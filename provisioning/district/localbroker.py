@@ -9,6 +9,7 @@ gets its CONNACK; reload() returns once the fence plugin has been loaded again."
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -24,6 +25,17 @@ from provisioning.district.broker_config import write_broker_config
 READY_CLIENT_ID = "district:localbroker-ready"
 # The fence plugin prints this whenever it is (re)initialised: at start and after every reload.
 FENCE_LOADED = "speaker_fence: CRL "
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGKILL to this child when the process that started it dies, so a
+    demo killed with SIGKILL leaves no broker or node behind (prctl(2) PR_SET_PDEATHSIG). The signal
+    follows the *thread* that forked: start children from a thread that outlives them (the main one)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: stop() still cleans up
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -98,7 +110,7 @@ class LocalBroker:
             raise RuntimeError(f"the broker on {self.address} is already running")
         conf = self.write_config()
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
         try:
             self._wait_serving(timeout)
         except BaseException:
