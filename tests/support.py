@@ -261,6 +261,10 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_log(self, needle: str, timeout: float = 10.0, count: int = 1) -> str:
+        """The log once it holds `needle` at least `count` times (lines are written as things happen)."""
+        return wait_until(lambda: (text := self.log()).count(needle) >= count and text, timeout)
+
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()

@@ -9,6 +9,7 @@ import os
 import queue
 
 import pytest
+from support import wait_until
 
 from node.content.download import Downloader, DownloadLimits
 from node.errors import TransportError
@@ -37,12 +38,7 @@ def job(tmp_path, server, name, data, level, faults=None) -> FetchJob:
 
 
 def wait_for_request(server, path, count=1, timeout=15.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while sum(1 for r in server.requests if r.path == path) < count:
-        assert time.monotonic() < deadline, f"{path} was never requested"
-        time.sleep(0.01)
+    wait_until(lambda: sum(1 for r in server.requests if r.path == path) >= count, timeout, interval=0.01)
 
 
 def test_emergency_download_does_not_wait_behind_a_trickling_bulletin(tmp_path, server):

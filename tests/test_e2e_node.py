@@ -9,7 +9,7 @@ import time
 import wave
 
 import pytest
-from support import NodeProcess, district_probe, write_node_config
+from support import NodeProcess, district_probe, wait_until, write_node_config
 
 from node.schemas import errors as schema_errors
 from node.schemas import schema_for
@@ -74,6 +74,26 @@ def record_for(watcher, content_id, timeout=30):
                             and o.get("content_id") == content_id, timeout=timeout)[1]
 
 
+def amp_switched_off(watcher, timeout=15):
+    """Wait for a delta that switches the amplifier off after one that switched it on."""
+    def off():
+        amp = [(json.loads(p).get("relays") or {}).get("amp") for t, p, _ in list(watcher.seen)
+               if t == f"spk/node/{NODE}/delta"]
+        return True in amp and False in amp[amp.index(True):]
+    wait_until(off, timeout)
+
+
+def marker_played(sim, content, watcher, tmp_path, content_id="marker"):
+    """Play a short bulletin and wait for its record. The node plays commands of one level in the order
+    it accepted them, so once the marker's record is in, anything wrongly accepted earlier has played
+    (and been recorded) before it: a negative check that waits for an event, not a guessed time."""
+    audio = tone(tmp_path / f"{content_id}.wav", 0.3)
+    sim.send("play", sim.play_body(audio, content.publish(audio), content_id=content_id), [NODE])
+    record = record_for(watcher, content_id)
+    assert record["result"] == "completed", record
+    return record
+
+
 def assert_all_messages_match_schemas(watcher):
     checked = 0
     for topic, payload, _ in watcher.seen:
@@ -103,7 +123,7 @@ def test_signed_bulletin_is_played_into_a_wav_recorded_once_and_every_message_ma
         assert len(wavs) == 1
         with wave.open(str(wavs[0])) as w:
             assert w.getnframes() / w.getframerate() == pytest.approx(1.5, abs=0.3)
-        time.sleep(1.0)  # deltas for the tail and the amplifier switching off
+        amp_switched_off(watcher)  # the deltas for the tail and the amplifier switching off
         plays = [o for t, p, _ in watcher.seen if t.endswith("/events")
                  for o in [json.loads(p)] if o.get("kind") == "play"]
         assert len({p["id"] for p in plays}) == 1
@@ -144,12 +164,16 @@ def test_valid_tls_client_without_a_district_signing_key_cannot_make_a_node_play
             reasons.append(ev)
         assert sorted(r["data"]["reason"] for r in reasons) == sorted(
             ["unknown_key", "bad_signature", "malformed", "malformed", "malformed"])
-        time.sleep(1.0)
-        assert not list((tmp_path / "state" / "wav").glob("*.wav"))
-        for topic, payload, _ in watcher.seen:
+        before_marker = len(watcher.seen)
+        marker_played(sim, content, watcher, tmp_path)
+        assert len(list((tmp_path / "state" / "wav").glob("*.wav"))) == 1  # the marker's own sound only
+        for topic, payload, _ in watcher.seen[:before_marker]:
             obj = json.loads(payload)
             assert obj.get("kind") != "play", obj
             assert (obj.get("relays") or {}).get("amp") is not True, obj
+        plays = [o for t, p, _ in watcher.seen if t.endswith("/events")
+                 for o in [json.loads(p)] if o.get("kind") == "play"]
+        assert [p["content_id"] for p in plays] == ["marker"]
         assert_all_messages_match_schemas(watcher)
     finally:
         node.terminate()
@@ -255,7 +279,7 @@ def test_emergency_preempting_a_scheduled_programme_shows_in_the_wav_files_and_b
             {"id": "sang", "at": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 30, "level": "normal",
              "volume": None, "playlist": [entry]}]}, [NODE])
         watcher.find(lambda t, o: t.endswith(f"{NODE}/delta") and (o.get("play") or {}).get("item") == "nhac", 20)
-        time.sleep(1.5)
+        time.sleep(1.5)  # the scenario: the music has been on air a while when the emergency comes
         alarm = tone(tmp_path / "khan.wav", 2)
         sim.send("play", sim.play_body(alarm, content.publish(alarm), level="emergency", content_id="khan"), [NODE])
         cut = record_for(watcher, "nhac")

@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from support import NodeProcess, district_probe, write_node_config
+from support import NodeProcess, Probe, district_probe, write_node_config
 
 from node.adapters.inbound import GROUP, OWN, URGENT, InboundQueue, InboundReady
 
@@ -129,8 +129,6 @@ def test_junk_flood_on_the_command_topic_does_not_hold_up_an_emergency_and_the_s
     daemon cleanly."""
     import threading
 
-    import paho.mqtt.client as mqtt
-
     from node.topics import mqtt_client_id
     from provisioning.district.localbroker import client_tls
     from provisioning.district.simulator import DistrictSimulator
@@ -145,19 +143,14 @@ def test_junk_flood_on_the_command_topic_does_not_hold_up_an_emergency_and_the_s
     try:
         watcher.wait_for(lambda t, o: t == f"spk/node/{node_id}/status" and o and o.get("online") is True, 20)
         junk = os.urandom(55_000)
-        host, port = broker.host, broker.port
         done = threading.Event()
 
         def flood(i):
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                            client_id=mqtt_client_id("district", f"flood-{i}-{os.getpid()}"))
-            c.tls_set_context(client_tls(district_ws, "district"))
-            c.max_inflight_messages_set(1000)
-            c.connect(host, port, keepalive=30)
-            c.loop_start()
-            flooders.append(c)
+            flooder = Probe(broker, client_tls(district_ws, "district"),
+                            mqtt_client_id("district", f"flood-{i}-{os.getpid()}"))
+            flooders.append(flooder)
             for _ in range(1500):
-                c.publish(f"spk/node/{node_id}/cmd", junk, qos=0)
+                flooder.client.publish(f"spk/node/{node_id}/cmd", junk, qos=0)  # a firehose: no PUBACK to wait for
             done.set()
 
         threads = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(2)]
@@ -177,9 +170,8 @@ def test_junk_flood_on_the_command_topic_does_not_hold_up_an_emergency_and_the_s
                     and b'"rejected"' in p]
         assert rejected and all(r["data"]["reason"] == "malformed" for r in rejected)  # junk is junk
     finally:
-        for c in flooders:
-            c.disconnect()
-            c.loop_stop()
+        for flooder in flooders:
+            flooder.close()
         assert node.terminate(timeout=15) == 0
         node.close()
         sim.close()

@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from support import wait_until
 
 from node.errors import DeviceError
 from node.modem.at import ATPort, ModemCommandError, ModemGone, ModemTimeout
@@ -22,10 +23,10 @@ def _open_fds():
 def no_leaks():
     threads, fds = set(threading.enumerate()), _open_fds()
     yield
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and set(threading.enumerate()) - threads:
-        time.sleep(0.05)
-    assert not (set(threading.enumerate()) - threads), "simulator or driver left a thread running"
+    try:
+        wait_until(lambda: not (set(threading.enumerate()) - threads), timeout=2)
+    except TimeoutError:
+        raise AssertionError("simulator or driver left a thread running") from None
     assert len(_open_fds() - fds) == 0, "file descriptors leaked"
 
 
@@ -76,8 +77,7 @@ def test_urc_between_reply_lines_and_ok_is_collected(sim, port):
 
 def test_urc_arriving_between_commands_is_kept(sim, port):
     port.open()
-    sim.inject_urc("^SYSSTART")
-    time.sleep(0.1)
+    sim.inject_urc("^SYSSTART")  # returns once the simulator has written it to the pty
     assert port.command("AT+CSQ") == ["+CSQ: 23,99"]
     assert "^SYSSTART" in [u.line for u in port.take_urcs()]
 
@@ -85,8 +85,7 @@ def test_urc_arriving_between_commands_is_kept(sim, port):
 def test_garbage_bytes_and_nuls_do_not_break_the_reply(sim, port):
     port.command("ATE1")
     sim.inject_garbage(b"\x00\xff\xfe\r\n\x00\x00\r\n\xc3\x28\x00", mid_reply=True)
-    sim.inject_garbage(b"\xff\x00\r\n\x00\xfe")  # glued to the echo that follows
-    time.sleep(0.1)
+    sim.inject_garbage(b"\xff\x00\r\n\x00\xfe")  # glued to the echo that follows (written when this returns)
     assert port.command("AT+CGSN") == ["867698041234561"]
     sim.inject_garbage(b"\xff\xfe\x00", mid_reply=True)  # glued to the final OK
     assert port.command("AT+CSQ") == ["+CSQ: 23,99"]
@@ -95,9 +94,10 @@ def test_garbage_bytes_and_nuls_do_not_break_the_reply(sim, port):
 def test_silent_modem_raises_timeout_then_recovers(sim, port):
     port.open()
     sim.hang(0.8)
+    silent_until = time.monotonic() + 0.8  # hang() returns once the simulator has set its own deadline
     with pytest.raises(ModemTimeout):
         port.command("AT+CSQ", timeout=0.3)
-    time.sleep(0.6)
+    time.sleep(max(0.0, silent_until - time.monotonic()))  # the scenario: the modem's silence runs out
     assert port.command("AT+CSQ") == ["+CSQ: 23,99"]
 
 

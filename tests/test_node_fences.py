@@ -10,7 +10,7 @@ import stat
 import time
 
 import pytest
-from support import NodeProcess, district_probe, write_node_config
+from support import NodeProcess, district_probe, wait_until, write_node_config
 
 from node.logsafe import EscapingFormatter, escape_controls
 from provisioning.district.simulator import DistrictSimulator
@@ -76,12 +76,12 @@ def test_keyid_with_a_newline_cannot_forge_a_log_line_and_files_are_private_what
         sim.publish_raw(f"spk/node/{NODE}/cmd", json.dumps(envelope).encode())
         data = rejected(watcher, lambda d: d["reason"] == "unknown_key")
         assert data["keyid"] == "ab" + forged  # the district gets the exact text, as JSON
-        time.sleep(0.3)
-        lines = node.log().splitlines()
+        lines = node.wait_log("rejected message").splitlines()  # may be written just after the event is sent
         assert not [line for line in lines if line.startswith("INFO node.service.intake: accepted play")]
         assert [line for line in lines if "rejected message" in line and "ab\\x0aINFO" in line], lines[-5:]
 
         state = tmp_path / "state"
+        wait_until(lambda: (state / "run" / "status.json").exists())  # written after the first status
         expect = {state: 0o700, state / "state.db": 0o600, state / "outbox.db": 0o600, state / "cache.db": 0o600,
                   state / "cache": 0o700, state / "run": 0o700, state / "run" / "status.json": 0o600}
         modes = {path: stat.S_IMODE(path.stat().st_mode) for path in expect}
@@ -111,7 +111,7 @@ def test_forged_envelope_in_journal_does_not_play_after_restart(district, distri
     the node reports why the other did not."""
     import base64
 
-    from test_e2e_node import tone
+    from test_e2e_node import marker_played, tone
 
     from provisioning.district.content_server import ContentServer
 
@@ -143,10 +143,10 @@ def test_forged_envelope_in_journal_does_not_play_after_restart(district, distri
         _, record = watcher.wait_for(lambda t, o: t.endswith(f"{NODE}/events") and o.get("kind") == "play",
                                      timeout=30)
         assert record["command_id"] == genuine["id"] and record["result"] == "completed"
-        time.sleep(1.0)
+        marker = marker_played(sim, content, watcher, tmp_path)  # anything else queued has played by now
         plays = [json.loads(p) for t, p, _ in watcher.seen if t.endswith("/events") and b'"kind":"play"' in p]
-        assert [p["command_id"] for p in plays] == [genuine["id"]]
-        assert len(list((tmp_path / "state" / "wav").glob("*.wav"))) == 1
+        assert [p["command_id"] for p in plays] == [genuine["id"], marker["command_id"]]
+        assert len(list((tmp_path / "state" / "wav").glob("*.wav"))) == 2
     finally:
         node.terminate()
         node.close()

@@ -1,24 +1,19 @@
 """One play, one record with the real daemon, the real broker and real libVLC: kill -9 at each on-air
-storage transition (tests/kill_at.py), restart, and count what the district receives; and a clean stop
-that leaves nothing unacknowledged."""
+storage transition (the fault hook, SPEAKER_FAULT_KILL_AT: node/adapters/faults.py), restart, and count
+what the district receives; and a clean stop that leaves nothing unacknowledged."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from support import NodeProcess, district_probe, write_node_config
-from test_e2e_node import HARDWARE, NODE, online, tone
+from support import NodeProcess, district_probe, wait_until, write_node_config
+from test_e2e_node import HARDWARE, NODE, marker_played, online, tone
 
 from provisioning.district.content_server import ContentServer
 from provisioning.district.simulator import DistrictSimulator
-
-KILL_AT = Path(__file__).with_name("kill_at.py")
 
 
 @pytest.fixture
@@ -37,15 +32,6 @@ def _config(tmp_path, district_ws, broker):
                              state_dir=tmp_path / "state")
 
 
-def _killed_at(config: Path, transition: str, python_exe: str) -> subprocess.Popen:
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONUNBUFFERED="1", SPEAKER_KILL_AT=transition,
-               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(config.parent / "killed.log", "ab")
-    return subprocess.Popen([python_exe or sys.executable, str(KILL_AT), "run", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
 def _records(watcher, content_id: str) -> dict[str, dict]:
     """Play records of content_id received so far, by id (the district keeps one per id)."""
     import json
@@ -59,25 +45,18 @@ def _records(watcher, content_id: str) -> dict[str, dict]:
     return got
 
 
-def _drain(watcher, seconds: float) -> None:
-    try:
-        watcher.wait_for(lambda t, o: False, timeout=seconds)
-    except TimeoutError:
-        pass
-
-
-# transition -> the records the district ends with (by id), in order. A second play would show as a
-# second record with another id.
+# fault point (docs/storage.md) -> the records the district ends with (by id), in order. A second play
+# would show as a second record with another id.
 EXPECTED = {
-    "warming:after": ["completed"],               # nothing aired: it plays after the restart, once
-    "sounding:after": ["failed", "completed"],    # interrupted (0 s aired), then played again
-    "ending:before": ["failed", "completed"],     # "ended" not stored yet: interrupted, played again
-    "ending:after": ["completed"],                # the record waits in the journal: stored at start
-    "record:before": ["completed"],
-    "record:after": ["completed"],                # stored twice under one id: one record
-    "cleared:after": ["completed"],
+    "journal.warming:after": ["completed"],             # nothing aired: it plays after the restart, once
+    "journal.sounding:after": ["failed", "completed"],  # interrupted (0 s aired), then played again
+    "journal.ending:before": ["failed", "completed"],   # "ended" not stored yet: interrupted, played again
+    "journal.ending:after": ["completed"],              # the record waits in the journal: stored at start
+    "outbox.play:before": ["completed"],
+    "outbox.play:after": ["completed"],                 # stored twice under one id: one record
+    "journal.cleared:after": ["completed"],
 }
-QUICK = ("ending:before", "ending:after", "record:after")
+QUICK = ("journal.ending:before", "journal.ending:after", "outbox.play:after")
 
 
 @pytest.mark.parametrize("transition", [
@@ -86,30 +65,28 @@ def test_kill_9_at_each_on_air_transition_leaves_one_record_per_play(
         transition, district, district_ws, broker, tmp_path, python_exe):
     sim, content, watcher = district
     config = _config(tmp_path, district_ws, broker)
-    content_id = f"k9-{transition.replace(':', '-')}"
+    content_id = f"k9-{transition.replace(':', '-').replace('.', '-')}"
     audio = tone(tmp_path / "k9.wav", 1.5)
     body = sim.play_body(audio, content.publish(audio), content_id=content_id)
-    killed = _killed_at(config, transition, python_exe)
+    killed = NodeProcess(config, python_exe, env={"SPEAKER_FAULT_KILL_AT": transition})
     node = None
     try:
         online(watcher)
         sim.send("play", body, [NODE])
-        assert killed.wait(30) == -9                  # it died at the transition
+        assert killed.proc.wait(30) == -9             # it died at the transition
+        point, when = transition.split(":")
+        assert f"fault hook: SIGKILL {when} {point} write 1" in killed.log()
         node = NodeProcess(config, python_exe)
         results = EXPECTED[transition]
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and len(_records(watcher, content_id)) < len(results):
-            _drain(watcher, 0.5)
-        _drain(watcher, 4)                             # long enough for a wrong second play to be recorded
+        wait_until(lambda: len(_records(watcher, content_id)) >= len(results), timeout=40)
+        marker_played(sim, content, watcher, tmp_path)  # a wrong second play would be recorded before it
         records = sorted(_records(watcher, content_id).values(), key=lambda r: (r["ts"], r["result"] != "failed"))
         assert [r["result"] for r in records] == results, records
         if results[0] == "failed":
             assert records[0]["reason"] == "interrupted_by_restart" and records[0]["sha256"] == body["sha256"]
             assert records[0]["ended_at"] is not None
     finally:
-        if killed.poll() is None:
-            killed.kill()
-            killed.wait(10)
+        killed.close()
         if node is not None:
             node.terminate()
             node.close()

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import time
 
 import pytest
 from storage_harness import (
@@ -197,8 +196,12 @@ def test_garbage_state_db_at_start_still_plays_the_stored_schedule(tmp_path, dis
         node.close()
 
 
-def test_deleting_state_db_does_not_let_a_revoked_key_back_in(tmp_path, broker, district_ws, python_exe):
+def test_deleting_state_db_does_not_let_a_revoked_key_back_in(tmp_path, fresh_broker, district_ws, python_exe):
     from provisioning.district.workspace import Workspace, bump_trust
+
+    # A broker of its own: the trust update below revokes the district's bulletin key, and on the shared
+    # broker the persistent sessions of the other tests' nodes would keep it for their next start.
+    broker = fresh_broker
 
     ws = tmp_path / "district"
     shutil.copytree(district_ws, ws)          # a private copy: this test revokes a key
@@ -233,7 +236,14 @@ def test_deleting_state_db_does_not_let_a_revoked_key_back_in(tmp_path, broker, 
         sim.send_envelope(played, [NODE])     # the bulletin it already played, replayed
         watcher.wait(lambda: watcher.rejections(played_id))
         assert watcher.rejections(played_id) == ["issued_before_reset"]
-        time.sleep(2)
+        # A marker bulletin signed with the key that replaced the revoked one: the node plays in the order
+        # it accepts, so once the marker is recorded anything wrongly accepted above has played too.
+        marker = tone(tmp_path / "marker.wav", 0.3)
+        body = sim.play_body(marker, content.publish(marker), content_id="marker")
+        # (issued times are whole seconds: one issued in the reset's own second would count as before it)
+        sim.send("play", body, [NODE], keys=[Workspace.load(ws).key("bulletin-2")],
+                 issued_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))
+        _completed(watcher, "marker")
         assert len({r["id"] for r in watcher.records(content_id="da-phat")}) == 1
         assert watcher.records(content_id="gia") == []
         assert node.terminate() == 0

@@ -177,7 +177,8 @@ def test_power_cut_in_every_update_state_ends_committed_with_one_install(
     log = open(tmp_path / "node.log", "ab")
     watcher = district[2]
     proc = _supervised(tree, cfg, state_dir / "update.json", log,
-                       {**base_env, "SPEAKER_UPDATE_KILL_AT": f"{cut_in}:{marker}"})
+                       {**base_env, "SPEAKER_FAULT_KILL_AT": f"update.{cut_in}:after",
+                        "SPEAKER_FAULT_MARKER": str(marker)})  # once: the guard restarts with this env
     try:
         _status_version(watcher, OLD, 60)
         _send_update(district_ws, district, wheels, NEW, tmp_path)

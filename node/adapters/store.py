@@ -300,16 +300,18 @@ class StateStore:
             report(type_, data)
 
     # --- writing with degradation ------------------------------------------------------------------
-    def _write(self, kind: str, fn: Callable[[sqlite3.Connection], object]):
-        faults.reached(kind)
+    def _write(self, kind: str, fn: Callable[[sqlite3.Connection], object], detail=None):
+        faults.reached(kind, detail)  # test-only kill points (node/adapters/faults.py); inert when unset
         try:
-            return fn(self.db)
+            result = fn(self.db)
         except (sqlite3.Error, OSError) as exc:
             if self.fault is not None or not is_storage_fault(exc):
                 raise
             log.error("state write failed (%s): continuing in memory", exc)
             self._degrade_while_running(exc)
-            return fn(self.db)
+            result = fn(self.db)
+        faults.passed(kind, detail)
+        return result
 
     # --- small values ---------------------------------------------------------------------------
     def get(self, key: str, default=None):
@@ -439,7 +441,7 @@ class StateStore:
                         db.execute("INSERT OR REPLACE INTO journal(slot, payload) VALUES(?, ?)",
                                    (slot, json.dumps(payload)))
 
-        self._write("journal", apply)
+        self._write("journal", apply, detail=changes)
 
     def accept_command(self, command_id: str, until_epoch: float, journal: tuple[str, dict] | None = None):
         """Remember an accepted id (and optionally journal it) in one transaction, before acting on it."""

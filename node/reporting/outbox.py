@@ -264,11 +264,12 @@ class Outbox:
         now = self._clock()
         record_id = payload.setdefault("id", new_id(now))
         blob = encode(payload)
-        faults.reached("outbox")
+        faults.reached("outbox", kind)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             if self._db.execute("SELECT 1 FROM outbox WHERE id = ?", (record_id,)).fetchone():
                 self._db.execute("COMMIT")
+                faults.passed("outbox", kind)
                 return record_id
             if not self._make_room(kind):
                 self._bump("refused")
@@ -284,6 +285,7 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._cached_counts = None if self._cached_counts is None else self._after_insert(kind)
+        faults.passed("outbox", kind)
         return record_id
 
     # -- sending -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from node.adapters import faults
 from node.update.state import UpdateRecord
 
 COMPLETE_MARKER = ".complete"
@@ -178,23 +179,7 @@ class UpdateStateFile:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
-        _fault_hook(record)
-
-
-KILL_HOOK_ENV = "SPEAKER_UPDATE_KILL_AT"
-
-
-def _fault_hook(record: UpdateRecord) -> None:
-    """Test-only power cut: SPEAKER_UPDATE_KILL_AT=STATE:MARKER kills this process (SIGKILL) right after
-    the record entering STATE is on disk, once (the marker file says it happened). Unset: nothing."""
-    spec = os.environ.get(KILL_HOOK_ENV)
-    if not spec:
-        return
-    state, _, marker = spec.partition(":")
-    if record.state.value == state and marker and not os.path.exists(marker):
-        with open(marker, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        os.kill(os.getpid(), 9)
+        faults.passed("update", record.state.value)  # test-only power cut (node/adapters/faults.py)
 
 
 class FakeReleaseTree:

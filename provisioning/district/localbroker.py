@@ -178,11 +178,23 @@ class LocalBroker:
         except OSError:
             return "(no log)"
 
-    def _log_count(self, needle: str) -> int:
+    def log_count(self, needle: str) -> int:
+        """How often the broker's log holds `needle` (for waiting on what the broker says it did)."""
         try:
             return self.log_path.read_text(errors="replace").count(needle)
         except OSError:
             return 0
+
+    def wait_reloaded(self, loads_before: int, timeout: float = 10.0) -> None:
+        """Wait until a reload that started after log_count(FENCE_LOADED) was `loads_before` is done
+        (SIGHUP from reload(), or the fence's own when the CRL changed): the plugin prints its line in the
+        middle of the reload, and Mosquitto's one loop answers a CONNECT only after the whole reload."""
+        deadline = time.monotonic() + timeout
+        while self.log_count(FENCE_LOADED) <= loads_before:
+            if time.monotonic() > deadline or not self.running:
+                raise BrokerNotReady(f"mosquitto did not finish the reload: {self.log_tail()}")
+            time.sleep(0.05)
+        self._probe()
 
     def stop(self) -> None:
         """Clean shutdown (SIGTERM): Mosquitto saves its persistence before it exits."""
@@ -212,22 +224,15 @@ class LocalBroker:
 
     def reload(self, timeout: float = 10.0) -> None:
         """Re-read the config, ACL and CRL (SIGHUP), e.g. after a node was added to the registry. With the
-        fence, returns once the reload is done: the plugin prints its line in the middle of it, and
-        Mosquitto's one loop answers a CONNECT only after the whole reload. An unfenced broker prints
-        nothing then, so its caller waits for the effect it expects."""
+        fence, returns once the reload is done (wait_reloaded). An unfenced broker prints nothing then, so
+        its caller waits for the effect it expects."""
         self.write_config()
         if not self.running:
             return
-        before = self._log_count(FENCE_LOADED)
+        before = self.log_count(FENCE_LOADED)
         self.proc.send_signal(signal.SIGHUP)
-        if not self.fenced:
-            return
-        deadline = time.monotonic() + timeout
-        while self._log_count(FENCE_LOADED) <= before:
-            if time.monotonic() > deadline or not self.running:
-                raise BrokerNotReady(f"mosquitto did not finish the reload: {self.log_tail()}")
-            time.sleep(0.05)
-        self._probe()
+        if self.fenced:
+            self.wait_reloaded(before, timeout)
 
     def __enter__(self):
         return self.start()
