@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import time
 
@@ -152,4 +153,53 @@ def test_node_without_ntp_or_district_trusts_nothing_and_asks_again(tmp_path, di
             watcher.find(events(watcher, type="accepted", command_id=cid), 90)
         assert node.terminate() == 0
     finally:
+        node.close()
+
+
+def clock_ok(watcher, ok: bool, source=None, timeout=20):
+    return watcher.find(lambda t, o: t.split("/")[-1] in ("status", "delta") and "clk" in (o or {})
+                        and o["clk"].get("ok") is ok and (source is None or o["clk"].get("src") == source), timeout)
+
+
+def test_unsolicited_time_answer_never_sets_a_real_nodes_clock(tmp_path, district_ws, fresh_broker, watcher,
+                                                               python_exe):
+    ws = Workspace.load(district_ws)
+    config, _ = node_config(tmp_path, district_ws, fresh_broker)
+    node = NodeProcess(config, python_exe)
+    sim = DistrictSimulator(district_ws, fresh_broker.address)
+    try:
+        watcher.wait_for(lambda t, o: t == f"spk/node/{NODE}/time/req", 20)
+        # Genuinely signed by the district's time key, ten years ahead, for a nonce the node never issued.
+        unsolicited = TimeSigner(time_keys(ws), 100).answer(NODE, request_body("ab" * 32),
+                                                            dt.datetime.now(UTC) + dt.timedelta(seconds=TEN_YEARS))
+        sim.publish_raw(f"spk/node/{NODE}/time", unsolicited)
+        hit = watcher.find(events(watcher, type="rejected", reason="time_nonce_unknown"), 15)
+        assert hit[1]["data"]["envelope_sha256"] == hashlib.sha256(unsolicited).hexdigest()
+        assert node.terminate() == 0
+        statuses = [json.loads(p) for t, p, _ in watcher.seen if t.split("/")[-1] in ("status", "delta")]
+        assert not [s for s in statuses if (s.get("clk") or {}).get("ok") is True]   # never trusted
+        assert not [p for t, p, _ in watcher.seen if t.endswith("/events") and b'"accepted"' in p]
+    finally:
+        sim.close()
+        node.close()
+
+
+def test_replayed_time_answer_is_rejected_by_a_real_node(tmp_path, district_ws, fresh_broker, watcher, python_exe):
+    ws = Workspace.load(district_ws)
+    config, _ = node_config(tmp_path, district_ws, fresh_broker)
+    node = NodeProcess(config, python_exe)
+    sim = DistrictSimulator(district_ws, fresh_broker.address)
+    try:
+        # The district answers the node's request (as its time service would) ...
+        _, request = watcher.wait_for(lambda t, o: t == f"spk/node/{NODE}/time/req", 20)
+        answer = TimeSigner(time_keys(ws), 100).answer(NODE, request_body(request["nonce"]), dt.datetime.now(UTC))
+        sim.publish_raw(f"spk/node/{NODE}/time", answer)
+        clock_ok(watcher, True, "signed")
+        # ... and a second copy of the same signed bytes (a replay, or a duplicate from a queue) is refused.
+        sim.publish_raw(f"spk/node/{NODE}/time", answer)
+        hit = watcher.find(events(watcher, type="rejected", reason="time_nonce_unknown"), 15)
+        assert hit[1]["data"]["envelope_sha256"] == hashlib.sha256(answer).hexdigest()
+        assert node.terminate() == 0
+    finally:
+        sim.close()
         node.close()
