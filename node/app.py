@@ -170,7 +170,8 @@ class NodeApp:
         self.timekeeper = TimeKeeper(node_id=cfg.node.id, request_topic=self.topics.time_request, clock=clock,
                                      clock_trust=clock_trust, trust_document=lambda: self.trust.document,
                                      publish=self._publish_time_request, loop=loop, emit=self.emit_event,
-                                     on_signed=self._on_signed_time, refresh_s=cfg.clock.time_refresh)
+                                     on_signed=self._on_signed_time, trusted_now=trusted_time.now,
+                                     refresh_s=cfg.clock.time_refresh)
         push(self.timekeeper.stop)
         self.intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=self.trust,
                                     clock=clock, clock_trust=clock_trust, limits=limits,

@@ -122,3 +122,12 @@ def test_a_held_command_is_reported_clock_untrusted_when_no_time_comes_within_12
     assert rejected_reasons(node) == ["clock_untrusted"] and node.records() == []
     refusal = node.events("rejected")[-1]["data"]
     assert refusal["command_id"] == cid and len(refusal["envelope_sha256"]) == 64   # the district can match it
+
+
+def test_a_node_trusted_by_ntp_but_never_answered_tapers_its_requests_off_to_the_refresh_interval(node):
+    node.clock.ntp = True                                # NTP works; the district has no time duty
+    node.run(3600)
+    asked = len(requests(node))
+    assert asked <= 12                                   # 2, 4, ... 512, then every 900 s: not 60 an hour
+    node.run(3600)
+    assert len(requests(node)) - asked == 4              # every 15 min once tapered off

@@ -3,7 +3,8 @@
   connect / timer -> new nonce -> publish {"v":1,"nonce":…} on spk/node/ID/time/req
   answer on spk/node/ID/time -> node.trust.timeanswer.verify_time_answer (pure) -> ClockTrust.accept_signed
 
-It asks on every broker connection, every 2 s (doubling to 60 s) while it has no fresh signed time, and
+It asks on every broker connection, every 2 s (doubling to 60 s) while the clock is untrusted (doubling
+to `refresh_s` while NTP, RTC or cellular time is trusted but nothing signed is), and
 every `refresh_s` (15 min: bounds the drift of the monotonic clock and catches NTP going wrong) while
 it has. Runs on the node loop only (answers arrive as MessageReceived events; the timer is a loop
 timer); nonces live in memory only (a restart makes every earlier answer worthless).
@@ -25,6 +26,7 @@ class TimeKeeper:
     def __init__(self, *, node_id: str, request_topic: str, clock, clock_trust, trust_document: Callable,
                  publish: Callable[[str, bytes], object], loop, emit: Callable[[str, dict], None],
                  on_signed: Callable[[float | None], None] = lambda corrected: None,
+                 trusted_now: Callable[[], object] | None = None,
                  policy: TimePolicy = DEFAULT_TIME_POLICY, refresh_s: float = 900.0, retry_min_s: float = 2.0,
                  retry_max_s: float = 60.0, new_nonce: Callable[[], str] = lambda: secrets.token_hex(32)):
         self.node_id, self.request_topic = node_id, request_topic
@@ -36,6 +38,7 @@ class TimeKeeper:
         self.connected = False
         self._retry = retry_min_s
         self._timer = None
+        self.trusted_now = trusted_now or clock_trust.trusted_now   # a fresh verdict (TrustedTime.now)
         self.on_signed = on_signed   # the node: floor saved, held commands decided (gets the correction)
         self.requests = 0
         self.accepted = 0
@@ -56,7 +59,11 @@ class TimeKeeper:
         if self._has_fresh_signed():
             delay = self.refresh_s
         else:
-            delay, self._retry = self._retry, min(self.retry_max_s, self._retry * 2)
+            # Untrusted: nothing time-bound works, keep asking every minute at most. Trusted by a bounded
+            # source (NTP, RTC, cellular) but unsigned: taper off to refresh_s (a district without the
+            # time duty must not cost every node a request a minute).
+            cap = self.retry_max_s if self.trusted_now() is None else self.refresh_s
+            delay, self._retry = self._retry, min(cap, self._retry * 2)
         self._timer = self.loop.call_later(delay, self.ask)
 
     def on_connected(self) -> None:
