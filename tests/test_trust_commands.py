@@ -107,6 +107,8 @@ def update_body(**changes) -> dict:
     ({"extra": 1}, "malformed", "command.extra is not a known field"),
     ({"f" * 50: 1}, "malformed", "command." + "f" * 40 + " is not a known field"),
     ({"id": 12}, "malformed", "id must be a string"),
+    ({"id": None}, "malformed", "id must be a string"),
+    ({"not_before": None}, "malformed", "not_before time must be a string"),
     ({"id": "short-id"}, "malformed", "id has an invalid value 'short-id'"),
     ({"id": "a" * 65}, "limit_exceeded", "id is 65 characters, limit 64"),
     ({"id": "bad id with spaces!!"}, "malformed", "id has an invalid value 'bad id with spaces!!'"),
@@ -218,6 +220,7 @@ def test_expiry_one_second_after_not_before_is_enough():
     ({"url": "https://district.example/a b.mp3"}, "malformed", "body.url must be a https URL"),
     ({"url": "https://district.example/a.mp3\n"}, "malformed", "body.url must be a https URL"),
     ({"url": 5}, "malformed", "body.url must be a string"),
+    ({"sha256": None}, "malformed", "body.sha256 must be a string"),
     ({"url": "https://d.example/" + "a" * 2031}, "limit_exceeded", "body.url is 2049 characters, limit 2048"),
     ({"sha256": "A" * 64}, "malformed", "body.sha256 has an invalid value " + repr("A" * 40)),
     ({"sha256": "a" * 63}, "malformed", "body.sha256 has an invalid value " + repr("a" * 40)),
@@ -262,6 +265,11 @@ def test_content_limits_are_inclusive():
             len(content.url)) == (209715200, 14400.0, 100, 16, 256, 2048)
     low = parse(body=play_with(length=1, duration=0.001, volume=0, zones=[])).body.content
     assert (low.length, low.duration, low.volume, low.zones) == (1, 0.001, 0, ())
+
+
+def test_a_url_may_carry_another_url_in_its_query():
+    url = "https://district.example/a.mp3?mirror=https://b.example/a.mp3"
+    assert parse(body=play_with(url=url)).body.content.url == url
 
 
 def test_an_integer_duration_is_read_as_seconds():
@@ -362,6 +370,7 @@ def test_a_schedule_without_once_items_and_a_live_source_without_codec():
     (schedule_with(slots=_DROP), "malformed", "body.slots is missing"),
     (schedule_with(extra=[]), "malformed", "body.extra is not a known field"),
     (schedule_with(version=0), "malformed", "body.version must be between 1 and 9007199254740992"),
+    (schedule_with(version=None), "malformed", "body.version must be an integer"),
     (schedule_with(version=2**53 + 1), "malformed", "body.version must be between 1 and 9007199254740992"),
     (schedule_with(timezone="Asia/Ho Chi Minh"), "malformed",
      "body.timezone has an invalid value 'Asia/Ho Chi Minh'"),
@@ -382,6 +391,7 @@ def test_a_schedule_without_once_items_and_a_live_source_without_codec():
     (schedule_with(slot={"weekdays": [1, 0]}), "malformed", "body.slots[0].weekdays[1] must be between 1 and 7"),
     (schedule_with(slot={"weekdays": [8]}), "malformed", "body.slots[0].weekdays[0] must be between 1 and 7"),
     (schedule_with(slot={"weekdays": ["mon"]}), "malformed", "body.slots[0].weekdays[0] must be an integer"),
+    (schedule_with(slot={"weekdays": [None]}), "malformed", "body.slots[0].weekdays[0] must be an integer"),
     (schedule_with(slot={"start": "24:00"}), "malformed", "body.slots[0].start has an invalid value '24:00'"),
     (schedule_with(slot={"start": "5:30"}), "malformed", "body.slots[0].start has an invalid value '5:30'"),
     (schedule_with(slot={"duration": 0.5}), "malformed", "body.slots[0].duration must be between 1 and 86400.0"),
@@ -415,6 +425,7 @@ def test_a_schedule_without_once_items_and_a_live_source_without_codec():
     (schedule_with(once={"level": _DROP}), "malformed", "body.once[0].level is missing"),
     (schedule_with(once={"weekdays": [1]}), "malformed", "body.once[0].weekdays is not a known field"),
     (schedule_with(once={"id": "a b"}), "malformed", "body.once[0].id has an invalid value 'a b'"),
+    (schedule_with(once={"at": None}), "malformed", "body.once[0].at time must be a string"),
     (schedule_with(once={"at": "2026-11-28"}), "malformed",
      "body.once[0].at not an RFC 3339 time: '2026-11-28' (want e.g. 2026-11-26T05:30:00Z)"),
     (schedule_with(once={"duration": 0}), "malformed", "body.once[0].duration must be between 1 and 86400.0"),

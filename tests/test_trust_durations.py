@@ -112,6 +112,8 @@ def test_a_cli_time_without_an_offset_is_utc_whatever_the_local_zone(monkeypatch
     try:
         assert parse_cli_time("2026-11-26 05:30") == dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
         assert parse_cli_time("2026-11-26T12:30:00+07:00") == dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
+        assert parse_time("2026-11-26T05:30:00Z") == dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
+        assert format_time(dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)) == "2026-11-26T05:30:00Z"
     finally:
         monkeypatch.undo()
         time.tzset()

@@ -173,6 +173,15 @@ def test_one_url_safe_character_selects_the_url_safe_alphabet():
     assert b64decode("-_-_", "x") == b"\xfb\xff\xbf"
 
 
+def test_a_json_error_is_quoted_up_to_80_characters():
+    from node.trust.envelope import strict_json
+
+    key = "k" * 100
+    with pytest.raises(RemoteDataError) as info:
+        strict_json('{"%s": 1, "%s": 2}' % (key, key), "x")
+    assert info.value.detail == "x: not valid JSON (" + f"duplicate key {key!r}"[:80] + ")"
+
+
 def test_strict_json_reads_text_as_well_as_bytes():
     from node.trust.envelope import strict_json
 

@@ -48,7 +48,7 @@ def parse_time(text: str) -> dt.datetime:
         tz = UTC
     else:
         sign = 1 if offset[0] == "+" else -1
-        hours, minutes = int(offset[1:3]), int(offset[4:6])
+        hours, minutes = int(offset[1:3]), int(offset[4:])
         if hours > 23 or minutes > 59:
             raise ValueError(f"bad UTC offset in {text!r}")
         tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
@@ -63,7 +63,7 @@ def format_time(value: dt.datetime) -> str:
     """Aware datetime -> '2026-11-26T05:30:00Z' (whole seconds, UTC)."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: pass an aware UTC time")
-    return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")   # %S drops the microseconds
 
 
 def parse_cli_time(text: str) -> dt.datetime:

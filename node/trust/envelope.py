@@ -64,7 +64,7 @@ def _no_duplicate_keys(pairs):
 def strict_json(data: bytes | str, what: str):
     """json.loads without NaN/Infinity or repeated keys; RemoteDataError('malformed') on any problem."""
     try:
-        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+        text = data.decode() if isinstance(data, (bytes, bytearray)) else data
         return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise RemoteDataError(reasons.MALFORMED, f"{what}: not UTF-8") from None
