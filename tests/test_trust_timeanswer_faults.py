@@ -158,6 +158,32 @@ def test_an_answer_sets_the_time_at_the_midpoint_of_the_round_trip():
 def test_the_most_recent_request_an_answer_serves_is_the_one_used():
     result = decide(answer(nonces=(C, A, B)), issued={A: 99.0, B: 100.0, "d" * 64: 100.4})
     assert (result.nonce, result.monotonic, result.uncertainty_s) == (B, 100.25, 0.75)
+    latest_first = decide(answer(nonces=(A, B)), issued={A: 100.0, B: 99.0})
+    assert (latest_first.nonce, latest_first.monotonic) == (A, 100.25)
+
+
+def test_an_answer_in_the_same_instant_as_its_request_is_used():
+    result = decide(answer(radius=100), received=100.0)
+    assert (result.monotonic, result.uncertainty_s) == (100.0, 0.1)
+
+
+def test_a_refused_answer_is_labelled_with_the_hash_of_its_bytes():
+    import hashlib
+
+    envelope = answer(node="27787-04")
+    assert decide(envelope).envelope_sha256 == hashlib.sha256(envelope).hexdigest()
+
+
+def test_answer_times_are_utc_whatever_the_local_zone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Ho_Chi_Minh")
+    time.tzset()
+    try:
+        assert format_answer_time(dt.datetime(2026, 11, 26, 5, 30, tzinfo=UTC)) == "2026-11-26T05:30:00.000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_an_answer_may_come_exactly_at_the_nonce_age_limit_and_not_after():
@@ -237,6 +263,7 @@ def test_a_document_may_ask_two_time_keys():
     assert both.keyids == tuple(sorted([SCHEDULE, V.keyid("bulletin")]))
     refused(decide(answer(signers=["schedule", "bulletin"]), trust=trust_with(_expired_second_time_key)),
             "key_expired", keyid=V.keyid("bulletin"))
+    refused(decide(answer(signers=["stranger", "schedule"]), trust=trust), "threshold_not_met", keyid=SCHEDULE)
 
 
 def test_a_time_answer_from_a_key_without_the_role_beside_a_time_key_is_not_counted():
