@@ -146,12 +146,12 @@ class Arbiter:
             return QueueDecision(Action.PLAY_NOW, item.item_id, preempted=current.item_id,
                             preempted_fate=fate, dropped=dropped)
         made_room = self._make_room(item)
-        if made_room is None:
-            return QueueDecision(Action.REJECTED, item.item_id, reason="queue_full", dropped=dropped)
+        if made_room is None:   # nothing expired just now: an expiry would have made room
+            return QueueDecision(Action.REJECTED, item.item_id, reason="queue_full")
         self._insert(item, next(self._order))
         return QueueDecision(Action.QUEUED, item.item_id, dropped=dropped + made_room)
 
-    def on_finished(self, item_id: str, result: str, now: float, position: float = 0.0) -> bool:
+    def on_finished(self, item_id: str, result: str, now: float) -> bool:
         """The player ended the current item (completed / failed). Returns False when `item_id` is
         not current (a late event for an item already preempted or stopped): nothing changes."""
         if self.current is None or self.current.item_id != item_id:
@@ -230,16 +230,16 @@ class Arbiter:
 
     def _insert(self, item: QueueItem, order: int) -> None:
         self._queue.append((-RANK[item.level], order, item))
-        self._queue.sort(key=lambda entry: entry[:2])
+        self._queue.sort()   # orders are unique (two counters, one up from 0, one down from -1): items never compared
 
     def _make_room(self, item: QueueItem) -> list[Dropped] | None:
         """[] if there is room; [evicted] if a lower-ranked queued item made room; None if full."""
         if len(self._queue) < self.max_queue:
             return []
-        lowest = max(range(len(self._queue)), key=lambda i: (self._queue[i][0], self._queue[i][1]))
-        if -self._queue[lowest][0] >= RANK[item.level]:
+        # The queue is sorted by (-rank, order): its last entry is the lowest-ranked, latest item.
+        if -self._queue[-1][0] >= RANK[item.level]:
             return None
-        _, _, victim = self._queue.pop(lowest)
+        _, _, victim = self._queue.pop()
         return [Dropped(victim, "skipped", "queue_full")]
 
     def _requeue_preempted(self, item: QueueItem, fate: str, now: float,

@@ -31,8 +31,8 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 # through the verifier. Not test_trust_cli.py (subprocesses) nor test_trust_fuzz.py (hypothesis: slow).
 TRUST_TESTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_trust_*.py")
                      if p.name not in ("test_trust_cli.py", "test_trust_fuzz.py")) + ["tests/test_update_release.py"]
-ONAIR_TESTS = ["tests/test_playback_arbiter.py", "tests/test_playback_sequencer.py",
-               "tests/test_playback_schedule.py"]
+ONAIR_TESTS = sorted(str(p.relative_to(ROOT)) for name in ("arbiter", "sequencer", "schedule")
+                     for p in (ROOT / "tests").glob(f"test_playback_{name}*.py"))
 FULL = {
     # cli_verify.py is argument parsing around verify_audio_file, tested through subprocesses.
     "mutate": ["node/trust/*", "node/playback/arbiter.py", "node/playback/sequencer.py", "node/playback/schedule.py"],
