@@ -48,8 +48,8 @@ def test_a_signed_answer_raises_the_floor_to_its_lower_bound_only_when_that_is_h
 
 
 def test_a_floor_ahead_of_a_signed_answer_is_corrected_and_the_correction_returned():
-    ahead = ClockTrust(NOW + s(100.0004), build_date=BUILD)
-    assert ahead.accept_signed(NOW, 0.0, 1.0) == 100.0
+    ahead = ClockTrust(NOW + s(100.2504), build_date=BUILD)
+    assert ahead.accept_signed(NOW, 0.0, 1.0) == 100.25
     assert ahead.floor == NOW - s(1)
     no_build = ClockTrust(NOW + s(50))
     assert no_build.accept_signed(NOW, 0.0, 0.5) == 50.0 and no_build.floor == NOW - s(0.5)
@@ -108,6 +108,8 @@ def test_ntp_beyond_the_bound_loses_to_signed_time_and_raises_the_conflict():
     assert clock.observe(wall=NOW - s(70), monotonic=0.0, ntp_synced=True) == NOW
     assert clock.conflict_s == -70.0 and clock.status()["note"] == "NTP is -70 s off signed time: using signed time"
     assert clock.observe(wall=NOW, monotonic=0.0, ntp_synced=True) == NOW and clock.conflict_s is None
+    clock.observe(wall=NOW + s(65.2468), monotonic=0.0, ntp_synced=True)
+    assert clock.conflict_s == 65.247
     clock.observe(wall=wall, monotonic=0.0, ntp_synced=True)
     assert clock.observe(wall=wall, monotonic=0.0, ntp_synced=False) == NOW and clock.conflict is False
 
@@ -152,6 +154,7 @@ def test_the_rtc_wins_over_cellular_and_cellular_stands_in_for_an_rtc_out_of_bou
     clock = ClockTrust(FLOOR)
     clock.observe(wall=EPOCH, monotonic=0.0, ntp_synced=False, rtc=NOW, cellular=NOW + s(5))
     assert clock.trusted_now() == NOW and clock.status()["source"] == "rtc"
+    assert clock.status()["note"] == "hardware clock within bounds"
     clock.observe(wall=EPOCH, monotonic=0.0, ntp_synced=False, rtc=FLOOR - s(1))
     assert clock.trusted_now() == NOW + s(5) and clock.status()["source"] == "cellular"
     assert clock.status()["note"] == "cellular network time within bounds"

@@ -596,3 +596,10 @@ def test_a_typed_error_carries_the_key_and_command_it_names_into_the_rejection(m
     decision = verify(play())
     assert (decision.reason, decision.detail, decision.keyid, decision.command_id) == (
         "limit_exceeded", "body.title is long", "k1", "c-named-by-parser")
+
+
+def test_a_signed_time_beacon_is_refused_as_retired():
+    beacon = signed("time", {"time": "2026-11-26T05:30:00Z"}, ["schedule"])
+    decision = rejected(verify(beacon), "unsupported_type",
+                        "time beacons are retired: time comes as signed answers to the node's nonces")
+    assert decision.command_id is None
