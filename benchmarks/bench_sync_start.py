@@ -59,6 +59,21 @@ def wait_records(sub: Subscriber, nodes: list[str], content_id: str, since: floa
     return got
 
 
+def seed_time_floor(state_dir: Path, floor: dt.datetime) -> None:
+    """A node that had trusted time (NTP or signed) at `floor`. Cellular time is believed only within
+    [floor, floor + 30 days] (node/trust/time_trust.py): with only the build date as its floor, a fresh
+    node refuses it once the build is more than 30 days old - and then plays nothing."""
+    from node.adapters.store import StateStore
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = StateStore(state_dir / "state.db")
+    try:
+        store.put("birth", 1)           # a node that ran before: its state is continuous, not lost
+        store.put("time_floor", floor.isoformat())
+    finally:
+        store.close()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench_sync_start.py", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, help="synchronised commands (default 20, --quick 3)")
@@ -86,6 +101,9 @@ def main(argv: list[str]) -> int:
             for node in nodes:
                 configure(node, [broker.address], warmup=warmup, tail=0.2, idle_hold=2, min_off=0.5,
                           modem=True, modem_poll=10, ntp_file=flag)
+            if args.clock == "cellular":
+                for node in nodes:
+                    seed_time_floor(node.state_dir, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
             sub = Subscriber(box.workspace, broker.address, ["spk/node/+/status", "spk/node/+/events"])
             box.start_nodes()
             ids = [n.node_id for n in nodes]
@@ -134,7 +152,8 @@ def main(argv: list[str]) -> int:
     print(f"### Synchronised start: two nodes, one start_at ({runs} commands)\n")
     print(f"`{command_line('bench_sync_start.py', argv)}` on {machine_line()}\n")
     trust = ("both nodes NTP-trusted, same machine clock" if args.clock == "ntp" else
-             "no NTP: each node trusts only its modem simulator's network time (AT+CCLK)")
+             "no NTP: each node trusts only its modem simulator's network time (AT+CCLK), within 30 days of "
+             "its time floor (seeded: trusted time one day ago)")
     print(f"Relay warm-up {ms(warmup, 0)}; start_at = next whole second + {LEAD_S} s; {trust}.\n")
     print("| measure | median | max | goal |")
     print("|---|---:|---:|---|")
