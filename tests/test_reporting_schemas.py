@@ -14,7 +14,7 @@ def play_record(**changes):
     record = {
         "v": 1, "id": new_id(T0), "node": "27787-03", "ts": T0 + 300, "kind": "play",
         "content_id": "bulletin-2026-11-26-am", "sha256": "ab" * 32, "level": "priority",
-        "source": "schedule", "command_id": None, "slot_id": "morning", "scheduled_at": T0,
+        "source": "schedule", "command_id": None, "slot_id": "morning@2025-11-26T03:50:00Z", "scheduled_at": T0,
         "started_at": T0 + 2.5, "ended_at": T0 + 290.1, "seconds": 287.6, "result": "completed",
         "volume": 80, "relays": [[T0 + 0.1, "amp", True], [T0 + 2.0, "z1", True], [T0 + 291, "amp", False]],
         "reason": None,
@@ -75,6 +75,7 @@ def test_play_record_validates_and_is_routed_by_kind():
 @pytest.mark.parametrize("change", [
     {"kind": "event"}, {"result": "maybe"}, {"sha256": "XYZ"}, {"relays": [[T0, "amp"]]},
     {"level": "loud"}, {"id": "short"}, {"extra": 1},
+    {"slot_id": "morning"}, {"slot_id": "morning@2025-11-26 03:50"},   # slot id without its UTC start
 ])
 def test_malformed_play_records_are_invalid(change):
     assert errors("play_record", play_record(**change))
