@@ -44,7 +44,6 @@ from common import (  # noqa: E402
     command_line,
     configure,
     machine_line,
-    ntp_flag,
     tone_wav,
     wait_startup_link_event,
 )
@@ -193,7 +192,7 @@ def _uplink_messages(sub: Subscriber, node_id: str) -> list[tuple]:
         elif leaf == "events":
             label, qos = event_label(s.obj), 1
         elif leaf == "time/req":
-            label, qos = "time request", 1
+            label, qos = "time request", 0
         else:
             label, qos = leaf, 1
         ids = [(s.obj or {}).get("id")] if leaf == "events" else []
@@ -207,13 +206,15 @@ def _delta_fields(sub: Subscriber, node_id: str, since: float, until: float) -> 
                         for key in (s.obj or {}) if key not in ("v", "node", "seq", "ts")))
 
 
-def hook_publishes(client, log: list, label_of) -> None:
-    """Record (t, topic, bytes, label, qos, ids) of everything `client` publishes (collector acks)."""
+def hook_publishes(client, log: list, label_of, qos: int | None = None) -> None:
+    """Record (t, topic, bytes, label, qos, ids) of everything `client` publishes (collector acks, time
+    answers, commands). `qos`: the QoS the node receives it at, when its subscription lowers it."""
     original = client.publish
+    delivered = qos
 
     def publish(topic, payload=None, qos=0, retain=False, properties=None):
         label, ids = label_of(topic, payload)
-        log.append((time.monotonic(), topic, len(payload or b""), label, qos, ids))
+        log.append((time.monotonic(), topic, len(payload or b""), label, qos if delivered is None else delivered, ids))
         return original(topic, payload, qos=qos, retain=retain, properties=properties)
 
     client.publish = publish
@@ -249,26 +250,37 @@ def run(args) -> dict:
     from provisioning.district.content_server import ContentServer
     from provisioning.district.localbroker import LocalBroker
     from provisioning.district.simulator import DistrictSimulator
+    from provisioning.district.timeservice import TimeService
     from provisioning.district.workspace import init_workspace
 
     quick = args.quick
     idle_s = args.seconds or (60 if quick else 900)
     keepalive, full_every, modem_poll = (10, 30, 10) if quick else (60, 900, 60)
+    time_refresh = 60 if quick else 900     # [clock] time_refresh: the default is 15 min
     plays = args.plays or (2 if quick else 5)
-    result: dict = {"idle_s": idle_s, "keepalive": keepalive, "full_every": full_every, "plays": plays}
+    result: dict = {"idle_s": idle_s, "keepalive": keepalive, "full_every": full_every, "plays": plays,
+                    "time_refresh": time_refresh}
     with tempfile.TemporaryDirectory(prefix="bench-traffic-") as tmp, NodeNetwork(str(os.getpid())) as net:
         cap = Capture(net.host_if, net.node_ip)
         box = DistrictInABox(Path(tmp))
         sub = sim = None
         acks: list = []
+        answers: list = []
+        timeservice = None
         sim_log: list = []
         try:
             init_workspace(box.workspace, district=box.district, broker_hosts=[net.host_ip], force=True)
             node = box.add_node("27787", "760", "75", 1)
             box.broker = broker = LocalBroker(box.workspace, box.dir / "broker", host=net.host_ip,
                                               nodes={node.node_id: node.groups}).start()
+            # No NTP flag: the node's trusted time is the district's signed time answers (issue 9), as in
+            # the field without NTP; its requests and the answers are part of the traffic.
             configure(node, [broker.address], keepalive=keepalive, heartbeat_full=full_every, modem=True,
-                      modem_poll=modem_poll, ntp_file=ntp_flag(box.dir))
+                      modem_poll=modem_poll,
+                      extra="" if time_refresh == 900 else f"\n[clock]\ntime_refresh = {time_refresh}\n")
+            timeservice = TimeService(box.workspace, broker.address)
+            timeservice.start()
+            hook_publishes(timeservice._client, answers, lambda topic, payload: ("time answer", []), qos=0)
             box.content = content = ContentServer(box.workspace, box.dir / "content", host=net.host_ip).start()
             box.collector = CollectorDuty(box.workspace, db=str(box.records_db), brokers=[broker.address])
             box.collector.start()
@@ -315,6 +327,8 @@ def run(args) -> dict:
         finally:
             if sim:
                 sim.close()
+            if timeservice:
+                timeservice.stop()
             box.stop()
             if sub:
                 sub.close()
@@ -324,7 +338,7 @@ def run(args) -> dict:
                       t_end=t_end, codes=codes, node_id=node.node_id, broker_port=broker.port,
                       content_port=content.port, offloads_off=net.offloads_off, counters=counters,
                       frames_bytes=cap.frames_bytes, other_frames=list(cap.other_frames),
-                      packets=cap.snapshot(), seen=_uplink_messages(sub, node.node_id), acks=acks,
+                      packets=cap.snapshot(), seen=_uplink_messages(sub, node.node_id), acks=acks, answers=answers,
                       delta_fields=_delta_fields(sub, node.node_id, t_a, t_b))
     return result
 
@@ -364,7 +378,7 @@ def analyse(r: dict) -> dict:
     for conn in mqtt_conns.values():
         records += tls_records(conn)[0]
     records.sort(key=lambda rec: rec.t)
-    att = Attribution(records, tls, r["seen"], r["acks"] + r["sim_sent"])
+    att = Attribution(records, tls, r["seen"], r["acks"] + r["sim_sent"] + r["answers"])
     for e in att.exchanges:
         if e["kind"].startswith("unattributed") and e["t"] < r["t_connected"]:
             e["kind"] = "connect"   # TLS 1.3 sends the encrypted handshake as application data too
@@ -393,6 +407,12 @@ def analyse(r: dict) -> dict:
         hour = {"keep-alives (one per keep-alive interval)": (HOUR / r["keepalive"], model.keepalive()),
                 "full heartbeats (one per heartbeat_full)": (HOUR / r["full_every"],
                                                              model.publish(node_topic + "status", status_payload, 1))}
+        requests = [m for m in r["seen"] if m[3] == "time request"]
+        answers = r["answers"]
+        if requests and answers:
+            each = (model.publish(requests[0][1], statistics.median(m[2] for m in requests), 0)
+                    + model.publish(answers[0][1], statistics.median(m[2] for m in answers), 0))
+            hour[TIME_ROW] = (HOUR / r["time_refresh"], each)
         # What the readings produced in the window (deltas; events and their acks), at their own sizes.
         for label in ("delta", "event", "ack"):
             msgs = [m for m in r["seen"] + r["acks"] if r["t_a"] <= m[0] < r["t_b"] and m[3].startswith(label)]
@@ -405,9 +425,10 @@ def analyse(r: dict) -> dict:
     out["hour_model"] = {b: sum(n * each for n, each in rows[b].values()) for b in BOUNDS}
     out["hour_measured"] = out["idle_measured"] * scale
     # A quiet node: the same window without the deltas the readings of this shared machine produced.
-    periodic = ("keep-alive", "status (full heartbeat)")
+    periodic = ("keep-alive", "status (full heartbeat)", "time request", "time answer")
     out["quiet_hour_measured"] = scale * sum(att.ip_bytes(e) for k in periodic for e in kinds.get(k, []))
-    out["quiet_hour_model"] = {b: sum(n * each for n, each in list(rows[b].values())[:2]) for b in BOUNDS}
+    out["quiet_hour_model"] = {b: sum(n * each for name, (n, each) in rows[b].items() if name in PERIODIC_ROWS)
+                               for b in BOUNDS}
     out["quiet_day_tls"] = DAY / window * sum(r.length for k in periodic for e in kinds.get(k, [])
                                               for r in e["records"])
     out["connect_measured"] = ip_in(r["t_start"], r["t_connected"])
@@ -435,7 +456,8 @@ def analyse(r: dict) -> dict:
                play_detail={k: v / len(per_command) for k, v in detail.items()})
     unnamed = [e for e in att.exchanges if e["kind"].startswith(("unattributed", "unmatched"))]
     out["unnamed"] = (len(unnamed), sum(att.ip_bytes(e) for e in unnamed))
-    out["time_requests"] = [e for e in att.exchanges if e["kind"] == "time request"]
+    out["time_requests"] = [e for e in att.exchanges if e["kind"] == "time request" and e["t"] >= r["t_connected"]]
+    out["time_answers"] = [e for e in att.exchanges if e["kind"] == "time answer" and e["t"] >= r["t_connected"]]
     for name, hour_measured, hour_model in (("month", out["hour_measured"], out["hour_model"]),
                                             ("quiet_month", out["quiet_hour_measured"], out["quiet_hour_model"])):
         out[f"{name}_measured"] = project_month(hour_measured, out["per_command"], out["per_record"],
@@ -445,6 +467,8 @@ def analyse(r: dict) -> dict:
     return out
 
 
+TIME_ROW = "signed time: request (QoS 0) + answer (QoS 0), one per [clock] time_refresh"
+PERIODIC_ROWS = ("keep-alives (one per keep-alive interval)", "full heartbeats (one per heartbeat_full)", TIME_ROW)
 DELTA_ROW = "deltas as received in the window (this machine's readings), scaled to an hour"
 MONTH_ASSUMPTION = ("30 days idle at these settings, 30 play commands with their records, 60 more records of "
                     "scheduled slots, 30 reconnects (model: the reconnect as measured)")
@@ -497,8 +521,8 @@ def report(r: dict, a: dict, argv: list[str]) -> None:
                a["record_model"]["fewest"], a["record_model"]["most"]))
     print(_row(f"**per idle hour**: every IP packet on the pair in the {r['idle_s']:.0f}-s window x "
                f"{HOUR / r['idle_s']:.1f}", a["hour_measured"], a["hour_model"]["fewest"], a["hour_model"]["most"]))
-    print(_row("**per quiet idle hour**: keep-alives + full heartbeats only (the window's deltas left out: "
-               "a node whose readings do not move sends none)", a["quiet_hour_measured"],
+    print(_row("**per quiet idle hour**: keep-alives, full heartbeats and signed-time requests only (the "
+               "window's deltas left out: a node whose readings do not move sends none)", a["quiet_hour_measured"],
                a["quiet_hour_model"]["fewest"], a["quiet_hour_model"]["most"]))
     print(_row(f"**per node per month**, quiet ({MONTH_ASSUMPTION})", a["quiet_month_measured"],
                a["quiet_month_model"]["fewest"], a["quiet_month_model"]["most"]))
@@ -507,11 +531,15 @@ def report(r: dict, a: dict, argv: list[str]) -> None:
                a["month_measured"], a["month_model"]["fewest"], a["month_model"]["most"]))
     print(f"| per (re)connect: TCP + TLS 1.3 handshake with client certificate, CONNECT, SUBSCRIBE, retained "
           f"status, start-up events + acks | {a['connect_measured']:,.0f} | not modelled | | |")
-    if a["time_requests"]:
-        b = med(att.ip_bytes(e) for e in a["time_requests"])
-        print(f"| per time request ({len(a['time_requests'])} seen; the answer not attributed) | {b:.0f} | | | |")
+    if a["time_requests"] and a["time_answers"]:
+        req, ans = a["time_requests"], a["time_answers"]
+        b = med(att.ip_bytes(e) for e in req) + med(att.ip_bytes(e) for e in ans)
+        bounds = [med(m.publish(e["topic"], e["payload"], 0) for e in req)
+                  + med(m.publish(e["topic"], e["payload"], 0) for e in ans) for m in (low, high)]
+        print(_row(f"per signed-time request: request {med(e['payload'] for e in req):.0f} B + signed answer "
+                   f"{med(e['payload'] for e in ans):.0f} B, QoS 0 both ({len(req)} after the connect)", b, *bounds))
     else:
-        print("| per time request | not measured: the node sent none (this build does not ask yet) | | | |")
+        print("| per signed-time request | not measured: none after the connect | | | |")
     print()
     print("Model of the idle hour (counts from the settings; deltas and events at the sizes and counts the "
           "district received in the window):\n")
