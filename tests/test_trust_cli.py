@@ -76,7 +76,8 @@ def test_init_trust_document_has_roles_thresholds_and_root(workspace):
     trust = load_trust_file(workspace / "trust.json")
     assert trust.version == 1 and trust.root_threshold == 2 and len(trust.root_keys) == 3
     assert trust.threshold("emergency") == 2
-    assert trust.key_named("schedule").roles == frozenset({"schedule", "config", "time"})
+    assert trust.key_named("schedule").roles == frozenset({"schedule", "config"})
+    assert trust.key_named("time").roles == frozenset({"time"})   # the online time service's own key
     assert trust.key_named("live").roles == frozenset({"live"})
 
 

@@ -215,7 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--emergency-threshold", type=int)
     trust.add_argument("--add-key", action="append", default=[], metavar="NAME:ROLE[,ROLE]",
                        help="generate a new signing key with these roles (e.g. release-a:release)")
+    trust.add_argument("--drop-role", action="append", default=[], metavar="NAME:ROLE[,ROLE]",
+                       help="take roles away from an existing key (e.g. schedule:time once the key 'time' exists)")
     return parser
+
+
+def _name_roles(option: str, items: list[str]) -> dict[str, list[str]]:
+    parsed = {}
+    for item in items:
+        name, sep, roles = item.partition(":")
+        if not sep or not name or not roles:
+            raise UsageError(f"{option} {item!r}: use NAME:ROLE[,ROLE]")
+        parsed[name] = [r for r in roles.split(",") if r]
+    return parsed
 
 
 def _times(args) -> dict:
@@ -236,13 +248,9 @@ def main(argv: list[str]) -> int:
         workspace = Workspace.load(args.directory)
         targets = _targets(args.to)
         if args.kind == "trust":
-            add_keys = {}
-            for item in args.add_key:
-                name, sep, roles = item.partition(":")
-                if not sep or not name or not roles:
-                    raise UsageError(f"--add-key {item!r}: use NAME:ROLE[,ROLE]")
-                add_keys[name] = [r for r in roles.split(",") if r]
-            envelope = bump_trust(workspace.directory, revoke=args.revoke, add_keys=add_keys,
+            envelope = bump_trust(workspace.directory, revoke=args.revoke,
+                                  add_keys=_name_roles("--add-key", args.add_key),
+                                  drop_roles=_name_roles("--drop-role", args.drop_role),
                                   emergency_threshold=args.emergency_threshold)
             label = f"trust-v{Workspace.load(workspace.directory).trust.version}"
         else:

@@ -2,9 +2,9 @@
 
 A node publishes `{"v":1,"nonce":"<64 hex>"}` on spk/node/NODE/time/req; this duty answers on
 spk/node/NODE/time with a DSSE envelope (application/vnd.speaker.time+json) holding its time, its
-uncertainty radius and the nonce, signed by the workspace keys that hold the `time` role
-(docs/protocol.md §7a). The node id comes from the topic, which the broker's ACL lets only that node
-publish on. Answers are QoS 0 and never retained: a late answer is useless to the node anyway.
+uncertainty radius and the nonce, signed by the workspace keys that hold the `time` role and no other
+(the online key `time`; docs/protocol.md §7a). The node id comes from the topic, which the broker's ACL
+lets only that node publish on. Answers are QoS 0 and never retained: a late answer is useless to the node anyway.
 """
 
 from __future__ import annotations
@@ -32,20 +32,28 @@ DEFAULT_RADIUS_MS = 1000   # the district's own clock error: NTP on a server is 
 
 
 def time_keys(workspace: Workspace) -> list:
-    """The workspace's private keys holding the `time` role, as many as the trust threshold asks."""
+    """The workspace's private keys that hold the `time` role and no other, as many as the trust threshold
+    asks. This duty is always online, so its key is the first one an intruder on the district server gets:
+    a key that could also sign schedules or config (the `schedule` key before issue 9) is never used."""
     trust = workspace.trust
-    found = []
+    found, broad = [], []
     for path in sorted((workspace.directory / "keys").glob("*.key")):
         if path.stem.startswith("root-"):
             continue
         key = workspace.key(path.stem)
         entry = trust.keys.get(keyid_of_key(key))
-        if entry is not None and "time" in entry.roles and keyid_of_key(key) not in trust.revoked:
-            found.append(key)
+        if entry is None or "time" not in entry.roles or keyid_of_key(key) in trust.revoked:
+            continue
+        (found if entry.roles == {"time"} else broad).append(key)
     need = trust.threshold("time")
     if len(found) < need:
-        raise RuntimeError(f"the workspace holds {len(found)} key(s) with the time role; the trust document "
-                           f"needs {need}")
+        hint = ""
+        if broad:
+            hint = ("; a key that also holds other roles is never used online. Give the time service a key "
+                    f"of its own: 'speaker-district send {workspace.directory} trust --add-key time:time "
+                    "--drop-role schedule:time', then 'speaker-district serve-dir' again (docs/architecture.md)")
+        raise RuntimeError(f"the workspace holds {len(found)} key(s) with only the time role; the trust "
+                           f"document needs {need}{hint}")
     return found[:need]
 
 

@@ -25,15 +25,20 @@ KEY_ROLES = {
     "bulletin": ["bulletin"],
     "emergency-a": ["emergency"],
     "emergency-b": ["emergency"],
-    "schedule": ["schedule", "config", "time"],
+    "schedule": ["schedule", "config"],
     "live": ["live"],
     # Software releases need two of these (node/update/release.py): keep them on different people's
     # machines, as with the emergency keys.
     "release-a": ["release"],
     "release-b": ["release"],
-    # online key of `speaker-district serve`: signs acknowledgements of stored records (node/trust/ack.py)
-    "collector": ["ack"],
+    # The online keys of `speaker-district serve`, the only private keys on the always-online district
+    # server (`speaker-district serve-dir`): each holds one role that can move no relay.
+    "time": ["time"],         # signs time answers to node nonces (docs/protocol.md §7a)
+    "collector": ["ack"],     # signs acknowledgements of stored records (node/trust/ack.py)
 }
+# Roles an online key may hold. A key with any other role (or a root key, or the TLS CA key) is offline:
+# `serve-dir` never exports it and `serve` refuses to run where it finds one (provisioning/district/serve_dir.py).
+ONLINE_ROLES = frozenset({"time", "ack"})
 EMERGENCY_THRESHOLD = 2
 RELEASE_THRESHOLD = 2
 KEY_LIFETIME_DAYS = 3 * 365  # longer than a trust document: keys outlive yearly trust refreshes
@@ -180,9 +185,12 @@ def init_workspace(
 def bump_trust(
     directory: str | os.PathLike, revoke: list[str] = (), add_keys: dict[str, list[str]] | None = None,
     emergency_threshold: int | None = None, trust_days: int | None = None, now: dt.datetime | None = None,
+    drop_roles: dict[str, list[str]] | None = None,
 ) -> bytes:
-    """Next trust version: revoke keys (keyid or name), add new keys {name: roles}, change the emergency
-    threshold. Re-signed by the root keys in the workspace, written to DIR/trust.json; returns its bytes."""
+    """Next trust version: revoke keys (keyid or name), add new keys {name: roles}, take roles away from
+    existing keys {name: roles} (the key stays, e.g. `schedule` losing `time` to the new online `time` key),
+    change the emergency threshold. Re-signed by the root keys in the workspace, written to DIR/trust.json;
+    returns its bytes."""
     workspace = Workspace.load(directory)
     current = workspace.trust
     body = strict_json(current.payload, "trust.json")
@@ -202,6 +210,17 @@ def bump_trust(
                                                now + dt.timedelta(days=KEY_LIFETIME_DAYS))
         body["keys"] = {k: v for k, v in body["keys"].items() if v["name"] != name} | {keyid: entry}
         revoked.discard(keyid)
+    for name, roles in (drop_roles or {}).items():
+        key = current.key_named(name)
+        if key is None or key.keyid in revoked:
+            raise WorkspaceError(f"no key {name!r} in trust version {current.version}")
+        missing = sorted(set(roles) - key.roles)
+        if missing:
+            raise WorkspaceError(f"key {name!r} does not hold {', '.join(missing)}")
+        left = [r for r in body["keys"][key.keyid]["roles"] if r not in roles]
+        if not left:
+            raise WorkspaceError(f"key {name!r} would hold no role; revoke it instead")
+        body["keys"][key.keyid] = dict(body["keys"][key.keyid], roles=left)
     thresholds = dict(body.get("thresholds", {}))
     if emergency_threshold is not None:
         thresholds["emergency"] = emergency_threshold
