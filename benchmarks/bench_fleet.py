@@ -153,7 +153,7 @@ def run_size(n: int, base: Path) -> dict:
     result: dict = {"n": n}
     try:
         sub = Subscriber(box.workspace, broker.address, TOPICS, client_id=f"district:fleet-{os.getpid()}-{n}")
-        collector = subprocess.Popen([sys.executable, "-c", COLLECTOR_PROCESS, str(box.workspace), str(db),
+        collector = subprocess.Popen([sys.executable, "-c", COLLECTOR_PROCESS, str(box.serve_dir), str(db),
                                       broker.address], stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
         if collector.stdout.readline().strip() != "ready":

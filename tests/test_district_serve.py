@@ -17,6 +17,7 @@ from node.trust import reasons
 from node.trust.timeanswer import SignedTime, request_body, verify_time_answer
 from node.trust.trustdoc import load_trust_file
 from provisioning.district.serve import DistrictServer
+from provisioning.district.serve_dir import export_serve_dir
 from provisioning.district.timeservice import TimeService
 
 
@@ -120,8 +121,10 @@ def test_a_flood_of_requests_from_one_node_is_rate_limited(district_ws, broker, 
     assert time_service.handle("spk/node/27788-01/time/req", request_body(secrets.token_hex(32)))  # others unaffected
 
 
-def test_serve_command_runs_the_time_duty_until_sigterm(district_ws, broker, python_exe):
-    proc = subprocess.Popen([python_exe, "-m", "provisioning.district.cli", "serve", str(district_ws),
+def test_serve_command_runs_the_time_duty_until_sigterm(district_ws, broker, python_exe, tmp_path):
+    online = tmp_path / "serve"     # what the district server holds (no offline key: serve refuses those)
+    export_serve_dir(district_ws, online)
+    proc = subprocess.Popen([python_exe, "-m", "provisioning.district.cli", "serve", str(online),
                              "--broker", broker.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:

@@ -14,6 +14,7 @@ from support import Probe, node_tls, wait_until
 
 from node.reporting.outbox import make_event
 from node.trust.ack import verify_ack
+from provisioning.district.serve_dir import export_serve_dir
 from provisioning.district.workspace import Workspace
 
 NODE = "27787-02"
@@ -35,7 +36,9 @@ def stored(db: Path) -> int:
 def test_serve_stores_node_records_and_acknowledges_them_until_sigterm(district_ws, fresh_broker, tmp_path):
     db = tmp_path / "records.db"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    serve = subprocess.Popen([sys.executable, "-m", "provisioning.district", "serve", str(district_ws), "--only",
+    online = tmp_path / "serve"     # what the district server holds (no offline key: serve refuses those)
+    export_serve_dir(district_ws, online)
+    serve = subprocess.Popen([sys.executable, "-m", "provisioning.district", "serve", str(online), "--only",
                               "collector", "--broker", fresh_broker.address, "--db", str(db)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     node = Probe(fresh_broker, node_tls(district_ws, NODE), NODE, subscribe=[f"spk/node/{NODE}/ack"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from provisioning.district.content_server import ContentServer
 from provisioning.district.localbroker import LocalBroker, die_with_parent
+from provisioning.district.serve_dir import export_serve_dir
 from provisioning.district.workspace import init_workspace
 from provisioning.node_new import create_node
 from provisioning.nodeid import NodeIdentity
@@ -153,9 +155,14 @@ class DistrictInABox:
         self.collector = None  # provisioning.district.collector.CollectorDuty
         self.records_db = self.dir / "records.db"
         self.district_server = None  # provisioning.district.serve.DistrictServer (the time duty)
+        # What a district's always-online server holds (`speaker-district serve-dir`): the time and
+        # collector duties run from here, never from the workspace with the offline keys.
+        self.serve_dir = self.dir / "serve"
 
     def create(self) -> None:
         init_workspace(self.workspace, district=self.district, force=True)
+        shutil.rmtree(self.serve_dir, ignore_errors=True)   # the old export's keys are useless now
+        export_serve_dir(self.workspace, self.serve_dir)
 
     def add_node(self, commune: str, district: str, province: str, cluster: int, **toml_kw) -> SimulatedNode:
         identity = NodeIdentity(commune=commune, district=district, province=province, cluster=cluster)
@@ -182,12 +189,12 @@ class DistrictInABox:
         return self.broker
 
     def start_district(self):
-        """The district's long-running service as `speaker-district serve` runs it, with its time duty
-        (signed answers to node nonces, docs/protocol.md §7a)."""
+        """The district's long-running service as `speaker-district serve` runs it, from the online-only
+        directory, with its time duty (signed answers to node nonces, docs/protocol.md §7a)."""
         from provisioning.district.serve import DistrictServer
         from provisioning.district.timeservice import TimeService
 
-        self.district_server = DistrictServer([TimeService(self.workspace, self.broker.address)]).start()
+        self.district_server = DistrictServer([TimeService(self.serve_dir, self.broker.address)]).start()
         return self.district_server
 
     def start_collector(self):
@@ -195,7 +202,7 @@ class DistrictInABox:
         in records.db and acknowledges it, so the nodes' outboxes empty."""
         from provisioning.district.collector import CollectorDuty
 
-        self.collector = CollectorDuty(self.workspace, db=str(self.records_db), brokers=[self.broker.address])
+        self.collector = CollectorDuty(self.serve_dir, db=str(self.records_db), brokers=[self.broker.address])
         self.collector.start()
         return self.collector
 

@@ -13,6 +13,7 @@ COMMANDS = {
     "broker-config": ("provisioning.district.broker_config", "write Mosquitto config + ACL for this district"),
     "release": ("provisioning.district.release", "sign a software release from a wheel bundle"),
     "serve": ("provisioning.district.serve", "the long-running district service (time answers, ...)"),
+    "serve-dir": ("provisioning.district.serve_dir", "write the online-only directory serve runs from"),
     "watch": ("provisioning.district.watch", "live table of nodes from their heartbeats"),
     "demo": ("provisioning.district.demo", "a whole district-in-a-box on this machine"),
     "records": ("provisioning.district.reports", "the events and play records the collector stored"),

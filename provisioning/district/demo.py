@@ -340,7 +340,8 @@ def main(argv: list[str]) -> int:
         broker = box.start_broker()
         print(f"  Mosquitto (mutual TLS, per-node ACL) on {broker.address}")
         box.start_district()
-        print("  district service (speaker-district serve): signed time answers to node nonces")
+        print("  district service (speaker-district serve): signed time answers to node nonces, run from "
+              f"{box.serve_dir} (speaker-district serve-dir: only the online keys time + collector)")
         box.start_collector()
         print(f"  record collector (persistent session, signed acknowledgements) into {box.records_db}")
         content = box.start_content_server()

@@ -8,6 +8,12 @@ time before they can accept anything else. Later duties (record collection, ...)
 
 Under systemd (systemd/speaker-district.service) it reports READY=1 once every duty is up and stops
 cleanly on SIGTERM.
+
+It runs from an online-only directory (`speaker-district serve-dir WORKSPACE OUT`): before any duty
+starts it reads every file of DIR for private keys and exits EX_CONFIG (78; the unit does not restart
+it) when it finds a root key, a signing key with a role other than time/ack, the TLS CA key or another
+TLS key than its own. `--allow-offline-keys` runs anyway with one warning per key (the demo's
+single-machine district, development).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 log = logging.getLogger("speaker-district.serve")
+EX_CONFIG = 78  # sysexits.h: configuration error; RestartPreventExitStatus=78 in the shipped unit
 
 
 class Duty(Protocol):
@@ -103,15 +110,37 @@ def build_duties(directory: Path, args: argparse.Namespace) -> list[Duty]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="speaker-district serve", description=__doc__.splitlines()[0])
-    p.add_argument("directory", help="the district workspace (speaker-district init)")
+    p.add_argument("directory", help="the online-only directory written by 'speaker-district serve-dir'")
     p.add_argument("--broker", help="HOST:PORT of the district broker (default: district.toml's broker)")
     p.add_argument("--only", action="append", choices=[spec.name for spec in DUTIES],
                    help="run only this duty (repeatable; default: all)")
     p.add_argument("--time-radius-ms", type=int, default=1000,
                    help="uncertainty of this server's clock, sent with every time answer (default 1000)")
     p.add_argument("--db", help="the collector's database: postgresql://... or a SQLite file (default DIR/records.db)")
+    p.add_argument("--allow-offline-keys", action="store_true",
+                   help="run although DIR holds offline private keys (a full workspace): development only")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def refuse_offline_keys(directory: Path, allow: bool) -> bool:
+    """True when serve may run from DIRECTORY; prints what it found either way."""
+    from provisioning.district.serve_dir import offline_keys
+
+    found = offline_keys(directory)
+    for item in found:
+        print(f"speaker-district serve: {'WARNING: ' if allow else ''}offline private key in {item.path}: "
+              f"{item.why}", file=sys.stderr)
+    if found and not allow:
+        print(f"speaker-district serve: refusing to run with {len(found)} offline key(s) on an always-online "
+              f"server; write an online-only directory with 'speaker-district serve-dir WORKSPACE OUT' and "
+              f"run 'speaker-district serve OUT' (or pass --allow-offline-keys on a development machine)",
+              file=sys.stderr)
+        return False
+    if found:
+        log.warning("running with %d offline private key(s) in %s (--allow-offline-keys): anyone who gets "
+                    "into this machine can sign as the district", len(found), directory)
+    return True
 
 
 def main(argv: list[str]) -> int:
@@ -126,6 +155,8 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, lambda *_: stop.set())
     notifier = Notifier()
     try:
+        if not refuse_offline_keys(Path(args.directory), args.allow_offline_keys):
+            return EX_CONFIG
         duties = build_duties(Path(args.directory), args)
         with DistrictServer(duties) as server:
             notifier.notify("READY=1", f"STATUS=duties: {', '.join(server.running)}")
