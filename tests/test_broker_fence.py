@@ -355,7 +355,7 @@ def test_revoke_refuses_an_unknown_identity_and_reissue_without_identity(revocab
         certs.main_revoke([str(ws), "--identity", "broker"])
     with pytest.raises(SystemExit):
         certs.main_revoke([str(ws), "--node", "27787-01", "--reissue"])
-    with pytest.raises(certs.ConfigError, match="identity must be one of district, monitor"):
+    with pytest.raises(certs.ConfigError, match="identity must be one of district, district-serve, monitor"):
         certs.revoke_identity(ws, "27787-01")
     assert not (ws / "tls" / "old").exists()  # nothing was revoked or moved
 

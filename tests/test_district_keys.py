@@ -95,7 +95,7 @@ def test_serve_dir_export_holds_no_offline_private_key(district_ws, exported):
     every_id = {keyid_of_key(load_private_pem(p.read_bytes())) for p in (district_ws / "keys").glob("*.key")}
     offline_ids = every_id - online
     assert len(offline_ids) == 8        # root-1, bulletin, emergency-a/-b, schedule, live, release-a/-b
-    district_tls = pki.load_cert(exported / "tls" / "district.crt").public_key().public_bytes(
+    serve_tls = pki.load_cert(exported / "tls" / "district-serve.crt").public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     signing, tls = set(), []
@@ -105,8 +105,10 @@ def test_serve_dir_export_holds_no_offline_private_key(district_ws, exported):
         else:
             tls.append((path.relative_to(exported), spki(key)))
     assert signing == online and not signing & offline_ids
-    assert tls == [(Path("tls/district.key"), district_tls)]    # the CA key (or a node's, the broker's) is not there
-    assert spki(pki.load_private_key(district_ws / "tls" / "ca.key")) != district_tls
+    # only its own TLS identity: not the CA key, nor "district" (which may write commands), a node's, the broker's
+    assert tls == [(Path("tls/district-serve.key"), serve_tls)]
+    for other in ("ca", "district", "broker", "monitor"):
+        assert spki(pki.load_private_key(district_ws / "tls" / f"{other}.key")) != serve_tls
 
     # Nor an offline key in any other encoding: the raw 32-byte seed, as bytes, hex or base64.
     blobs = b"".join(p.read_bytes() for p in exported.rglob("*") if p.is_file())
@@ -194,6 +196,8 @@ def test_a_workspace_from_before_the_time_key_migrates_with_one_trust_update(tmp
     ws_dir = tmp_path / "ws"
     init_workspace(ws_dir)
     monkeypatch.undo()
+    for old_file in ("district-serve.crt", "district-serve.key"):   # nor the online TLS identity
+        (ws_dir / "tls" / old_file).unlink()
     v1 = load_trust_file(ws_dir / "trust.json")
 
     with pytest.raises(RuntimeError, match="--add-key time:time --drop-role schedule:time"):
@@ -210,7 +214,12 @@ def test_a_workspace_from_before_the_time_key_migrates_with_one_trust_update(tmp
     assert v2.key_named("schedule").keyid == v1.key_named("schedule").keyid   # same key, one role fewer
     assert v2.key_named("time").roles == {"time"}
     assert [keyid_of_key(k) for k in time_keys(Workspace.load(ws_dir))] == [v2.key_named("time").keyid]
-    assert export_serve_dir(ws_dir, tmp_path / "serve")["keys"]["time"] == v2.key_named("time").keyid
+    manifest = export_serve_dir(ws_dir, tmp_path / "serve")
+    assert manifest["keys"]["time"] == v2.key_named("time").keyid and manifest["tls_identity"] == "district-serve"
+    # the export issued the missing certificate with the workspace's CA (offline), CN district-serve
+    cert = pki.load_cert(tmp_path / "serve" / "tls" / "district-serve.crt")
+    assert "CN=district-serve" in cert.subject.rfc4514_string()
+    assert (ws_dir / "tls" / "district-serve.key").exists()
 
 
 def test_dropping_a_role_a_key_lacks_or_its_last_role_is_refused(tmp_path):
@@ -228,6 +237,8 @@ def test_reexport_after_rotating_the_time_key_leaves_no_old_online_key(tmp_path)
     export_serve_dir(ws_dir, out)
     old = keyid_of_key(load_private_pem((out / "keys" / "time.key").read_bytes()))
     (out / "records.db").write_bytes(b"the collector's records")
+    for name in ("district.crt", "district.key"):   # as an export from before the district-serve identity had
+        shutil.copy(ws_dir / "tls" / name, out / "tls" / name)
     bump_trust(ws_dir, revoke=["time"], add_keys={"time": ["time"], "spare-time": ["time"]})
     (ws_dir / "keys" / "spare-time.key").unlink()      # a key whose private half stayed elsewhere
     export_serve_dir(ws_dir, out)
@@ -238,6 +249,7 @@ def test_reexport_after_rotating_the_time_key_leaves_no_old_online_key(tmp_path)
     assert trust.version == 2 and sorted(p.name for p in (out / "keys").iterdir()) == [
         "collector.key", "collector.pub", "time.key", "time.pub"]
     assert (out / "records.db").read_bytes() == b"the collector's records"
+    assert sorted(p.name for p in (out / "tls").iterdir()) == ["ca.crt", "district-serve.crt", "district-serve.key"]
 
 
 def test_export_refuses_to_write_over_the_workspace_or_a_directory_that_is_not_a_serve_dir(district_ws, tmp_path):
@@ -257,3 +269,27 @@ def test_the_shipped_unit_does_not_restart_serve_into_the_same_refusal():
     settings = unit_settings("speaker-district.service")
     assert settings["RestartPreventExitStatus"] == [str(EX_CONFIG)] and EX_CONFIG == 78
     assert settings["ExecStart"] == ["/opt/speaker-district/venv/bin/speaker-district serve /var/lib/speaker-district"]
+
+
+def test_the_online_identity_can_neither_send_nor_clear_a_command(district_ws, exported, fresh_broker):
+    # An intruder on the serve machine holds tls/district-serve.key. The broker's ACL lets that identity
+    # answer time and write acknowledgements, but no command topic: no replayed command, no retained
+    # command replaced or cleared (a retained trust update an offline node still has to fetch).
+    from provisioning.district.localbroker import client_tls
+
+    node = Probe(fresh_broker, node_tls(district_ws, NODE), NODE,
+                 subscribe=[f"spk/node/{NODE}/cmd", "spk/group/all/cmd", f"spk/node/{NODE}/ack"])
+    intruder = Probe(fresh_broker, client_tls(exported, "district-serve"), "district-serve:intruder")
+    try:
+        assert intruder.reason is not None and not intruder.reason.is_failure, intruder.reason
+        intruder.publish(f"spk/node/{NODE}/cmd", b'{"payloadType":"replayed"}')
+        intruder.publish("spk/group/all/cmd", b"", retain=True)       # would clear a retained command
+        intruder.publish("spk/group/all/cmd", b'{"payloadType":"retained"}', retain=True)
+        # Negative check by an event that must come after: the marker on the ack topic (allowed) goes
+        # through the same broker from the same connection, so anything let through arrives before it.
+        intruder.publish(f"spk/node/{NODE}/ack", b"marker")
+        node.wait_seen(lambda got: b"marker" in got)
+        assert [(t, p) for t, p, _ in node.seen] == [(f"spk/node/{NODE}/ack", b"marker")]
+    finally:
+        intruder.close()
+        node.close()

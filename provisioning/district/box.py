@@ -18,7 +18,7 @@ from pathlib import Path
 
 from provisioning.district.content_server import ContentServer
 from provisioning.district.localbroker import LocalBroker, die_with_parent
-from provisioning.district.serve_dir import export_serve_dir
+from provisioning.district.serve_dir import export_serve_dir, tls_identity
 from provisioning.district.workspace import init_workspace
 from provisioning.node_new import create_node
 from provisioning.nodeid import NodeIdentity
@@ -194,7 +194,8 @@ class DistrictInABox:
         from provisioning.district.serve import DistrictServer
         from provisioning.district.timeservice import TimeService
 
-        self.district_server = DistrictServer([TimeService(self.serve_dir, self.broker.address)]).start()
+        self.district_server = DistrictServer([TimeService(self.serve_dir, self.broker.address,
+                                                           identity=tls_identity(self.serve_dir))]).start()
         return self.district_server
 
     def start_collector(self):
@@ -202,7 +203,8 @@ class DistrictInABox:
         in records.db and acknowledges it, so the nodes' outboxes empty."""
         from provisioning.district.collector import CollectorDuty
 
-        self.collector = CollectorDuty(self.serve_dir, db=str(self.records_db), brokers=[self.broker.address])
+        self.collector = CollectorDuty(self.serve_dir, db=str(self.records_db), brokers=[self.broker.address],
+                                       identity=tls_identity(self.serve_dir))
         self.collector.start()
         return self.collector
 

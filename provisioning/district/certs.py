@@ -29,8 +29,9 @@ from provisioning.nodeid import parse_node_id
 
 CRL_DAYS = 365
 # The district's own client identities (DIR/tls/NAME.{crt,key}, issued by `speaker-district init`): the
-# district service and tools, and the read-only dashboards.
-DISTRICT_IDENTITIES = ("district", "monitor")
+# district tools, the always-online service (`serve` from a serve-dir: no command topic), and the
+# read-only dashboards.
+DISTRICT_IDENTITIES = ("district", "district-serve", "monitor")
 REASONS = ("unspecified", "keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged")
 
 

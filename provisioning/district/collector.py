@@ -263,10 +263,13 @@ class CollectorDuty:
     name = "collector"
 
     def __init__(self, directory, *, db: str | None = None, brokers: list[str] | None = None,
-                 client_id: str = CLIENT_ID):
+                 client_id: str | None = None, identity: str = "district"):
         from provisioning.district.workspace import Workspace
 
-        self.client_id = client_id  # one collector per district: a second one would take over its sessions
+        # identity: the TLS client certificate DIR/tls/IDENTITY.{crt,key} ("district-serve" from a serve-dir)
+        self.identity = identity
+        # one collector per district: a second one would take over its sessions
+        self.client_id = client_id or (CLIENT_ID if identity == "district" else f"{identity}:collector")
 
         self.workspace = Workspace.load(directory)
         self.db = db
@@ -286,7 +289,7 @@ class CollectorDuty:
                                f"'speaker-district send {self.workspace.directory} trust --add-key collector:ack' "
                                "so that the nodes learn the key") from None
         self.store = RecordStore.open(self.db, self.workspace.directory)
-        self.collector = Collector(self.store, self.brokers, client_tls(self.workspace.directory, "district"), key,
+        self.collector = Collector(self.store, self.brokers, client_tls(self.workspace.directory, self.identity), key,
                                    prefix=self.workspace.topic_prefix, client_id=self.client_id).start()
         log.info("collector: storing into %s from %s", self.store._safe_url(), ", ".join(self.brokers))
 

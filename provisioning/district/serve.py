@@ -47,16 +47,19 @@ class DutySpec:
 
 
 def _time_duty(directory: Path, args: argparse.Namespace) -> Duty:
+    from provisioning.district.serve_dir import tls_identity
     from provisioning.district.timeservice import TimeService
 
-    return TimeService(directory, args.broker, radius_ms=args.time_radius_ms)
+    return TimeService(directory, args.broker, radius_ms=args.time_radius_ms, identity=tls_identity(directory))
 
 
 def _collector_duty(directory: Path, args: argparse.Namespace) -> Duty:
     from provisioning.district.collector import CollectorDuty
+    from provisioning.district.serve_dir import tls_identity
 
     # --broker names one broker; without it the collector reads every broker in district.toml's `brokers`
-    return CollectorDuty(directory, db=args.db, brokers=[args.broker] if args.broker else None)
+    return CollectorDuty(directory, db=args.db, brokers=[args.broker] if args.broker else None,
+                         identity=tls_identity(directory))
 
 
 DUTIES: list[DutySpec] = [

@@ -9,7 +9,8 @@ intruder reaches first. It needs none of those keys. This command writes a direc
     OUT/district.toml            broker address(es), topic prefix (copied)
     OUT/trust.json               the signed trust document: public keys only
     OUT/tls/ca.crt               the district CA certificate (to check the broker), not its key
-    OUT/tls/district.{crt,key}   the service's TLS client certificate and key
+    OUT/tls/district-serve.{crt,key}  the service's own TLS client identity (CN district-serve: the ACL
+                                 lets it answer time, read reports and write acks, never a command)
     OUT/keys/time.{key,pub}      the online keys: every key of the trust document whose roles are all
     OUT/keys/collector.{key,pub}   online roles (workspace.ONLINE_ROLES: time, ack), none revoked
     OUT/serve-dir.json           what was exported, from which trust version (not secret)
@@ -39,10 +40,10 @@ from node.trust import keys as ed25519
 from node.trust.trustdoc import TrustDocument, load_trust_file
 from provisioning import pki
 from provisioning.district import signing
-from provisioning.district.workspace import ONLINE_ROLES, Workspace, WorkspaceError
+from provisioning.district.workspace import ONLINE_ROLES, SERVE_IDENTITY, Workspace, WorkspaceError
 
 MANIFEST = "serve-dir.json"
-TLS_IDENTITY = "district"       # the client certificate serve's duties connect with (localbroker.client_tls)
+TLS_IDENTITY = SERVE_IDENTITY   # the client certificate serve's duties connect with (localbroker.client_tls)
 _PEM_PRIVATE = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 _SCAN_LIMIT = 1 << 20           # key files are small; databases and logs beside them are not read whole
 
@@ -71,8 +72,9 @@ def _classify(key, trust: TrustDocument, ca_public: bytes | None, own_public: by
     if public == ca_public:
         return "the district TLS CA key (issues node and broker certificates)"
     if public == own_public:
-        return None  # the service's own TLS client key (tls/district.key)
-    return f"a TLS key that is not serve's own tls/{TLS_IDENTITY}.crt (a node's, the broker's, a dashboard's)"
+        return None  # the service's own TLS client key (tls/district-serve.key)
+    return (f"a TLS key that is not serve's own tls/{TLS_IDENTITY}.crt "
+            "(the district tools', a node's, the broker's, a dashboard's)")
 
 
 def _cert_public(path: Path) -> bytes | None:
@@ -114,6 +116,27 @@ def offline_keys(directory: str | os.PathLike, trust: TrustDocument | None = Non
     return found
 
 
+def tls_identity(directory: str | os.PathLike) -> str:
+    """The broker identity `serve` connects as from DIRECTORY: the serve-dir's own (serve-dir.json), or
+    "district" in a full workspace (development, --allow-offline-keys)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))["tls_identity"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "district"
+
+
+def _ensure_serve_certificate(workspace: Workspace) -> None:
+    """A workspace made before the district-serve identity gets its certificate now (the CA key is here,
+    offline). The broker learns the identity's ACL from `speaker-district broker-config` (run it again)."""
+    tls = workspace.directory / "tls"
+    if (tls / f"{TLS_IDENTITY}.crt").exists() and (tls / f"{TLS_IDENTITY}.key").exists():
+        return
+    ca_key, ca_cert = pki.load_private_key(tls / "ca.key"), pki.load_cert(tls / "ca.crt")
+    key, cert = pki.issue_client_cert(ca_key, ca_cert, TLS_IDENTITY)
+    pki.write_private_key(tls / f"{TLS_IDENTITY}.key", key)
+    pki.write_cert(tls / f"{TLS_IDENTITY}.crt", cert)
+
+
 def online_keys(workspace: Workspace) -> dict[str, Ed25519PrivateKey]:
     """{name: key} of the workspace's signing keys that may go online: listed in trust, not revoked,
     every role an online one."""
@@ -140,7 +163,8 @@ def export_serve_dir(workspace_dir: str | os.PathLike, out: str | os.PathLike,
             raise WorkspaceError(f"{out} is not empty and is not a serve directory ({MANIFEST} missing)")
         # judged by the trust document of the previous export: the online key it held may be retired now
         previous = load_trust_file(out / "trust.json") if (out / "trust.json").exists() else workspace.trust
-        present = offline_keys(out, previous)
+        replaced = {out / "tls" / "district.key"}   # an export from before district-serve: removed below
+        present = [k for k in offline_keys(out, previous) if k.path not in replaced]
         if present:
             raise WorkspaceError(f"{out} holds offline keys ({present[0].path}: {present[0].why}); "
                                  "it is not a serve directory")
@@ -150,6 +174,7 @@ def export_serve_dir(workspace_dir: str | os.PathLike, out: str | os.PathLike,
             f"{workspace.directory} has no key that holds only the time role (a workspace from before issue 9); "
             f"first run 'speaker-district send {workspace.directory} trust --add-key time:time "
             "--drop-role schedule:time' (docs/architecture.md)")
+    _ensure_serve_certificate(workspace)
     tls = workspace.directory / "tls"
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
@@ -160,6 +185,8 @@ def export_serve_dir(workspace_dir: str | os.PathLike, out: str | os.PathLike,
     pki.atomic_write(out / "tls" / "ca.crt", (tls / "ca.crt").read_bytes())
     pki.atomic_write(out / "tls" / f"{TLS_IDENTITY}.crt", (tls / f"{TLS_IDENTITY}.crt").read_bytes())
     pki.atomic_write(out / "tls" / f"{TLS_IDENTITY}.key", (tls / f"{TLS_IDENTITY}.key").read_bytes(), 0o600)
+    for stale in ("district.crt", "district.key"):   # an export from before the district-serve identity
+        (out / "tls" / stale).unlink(missing_ok=True)
     os.chmod(out / "tls", 0o700)
     for name, key in keys.items():
         pki.write_private_key(out / "keys" / f"{name}.key", key)
@@ -182,7 +209,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="speaker-district serve-dir",
         description="Write the online-only directory `speaker-district serve` runs from: district.toml, "
-                    "trust.json, the CA certificate, the district TLS client certificate and key, and only the "
+                    "trust.json, the CA certificate, the district-serve TLS client certificate and key, and only the "
                     "online signing keys (time, collector). No root, emergency, bulletin, schedule, live or "
                     "release key, no CA key. Run it again after every trust change.")
     parser.add_argument("workspace", help="the district workspace (speaker-district init), kept offline")

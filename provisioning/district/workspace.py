@@ -39,6 +39,7 @@ KEY_ROLES = {
 # Roles an online key may hold. A key with any other role (or a root key, or the TLS CA key) is offline:
 # `serve-dir` never exports it and `serve` refuses to run where it finds one (provisioning/district/serve_dir.py).
 ONLINE_ROLES = frozenset({"time", "ack"})
+SERVE_IDENTITY = "district-serve"   # TLS client certificate CN of `serve` (provisioning/broker/acl.template)
 EMERGENCY_THRESHOLD = 2
 RELEASE_THRESHOLD = 2
 KEY_LIFETIME_DAYS = 3 * 365  # longer than a trust document: keys outlive yearly trust refreshes
@@ -164,9 +165,10 @@ def init_workspace(
     broker_key, broker_cert = pki.issue_server_cert(ca_key, ca_cert, hosts)
     pki.write_private_key(tls / "broker.key", broker_key)
     pki.write_cert(tls / "broker.crt", broker_cert)
-    # "district" sends commands and reads everything; "monitor" is the read-only identity for
-    # dashboards (Telegraf, Node-RED, speaker-district watch): the shipped ACL knows both.
-    for identity in ("district", "monitor"):
+    # "district" sends commands and reads everything; "district-serve" is the always-online service's
+    # (time answers, record acks; no command topic); "monitor" is the read-only identity for dashboards
+    # (Telegraf, Node-RED, speaker-district watch): the shipped ACL knows all three.
+    for identity in ("district", SERVE_IDENTITY, "monitor"):
         client_key, client_cert = pki.issue_client_cert(ca_key, ca_cert, identity)
         pki.write_private_key(tls / f"{identity}.key", client_key)
         pki.write_cert(tls / f"{identity}.crt", client_cert)
