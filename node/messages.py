@@ -127,15 +127,25 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     # clock
     "clock_ok": ("System clock synchronised (NTP); now {now}", "Đồng hồ đã đồng bộ (NTP); bây giờ là {now}"),
+    "clock_ok_daemon": (
+        "The running node trusts its clock (source {src}); now {now}",
+        "Nút đang chạy tin cậy đồng hồ của mình (nguồn {src}); bây giờ là {now}",
+    ),
+    "clock_bad_daemon": (
+        "The running node does not trust its clock yet (no signed district time, NTP, RTC or cellular time); "
+        "it reads {now}",
+        "Nút đang chạy chưa tin cậy đồng hồ (chưa có giờ ký của huyện, NTP, RTC hay giờ mạng di động); "
+        "đang chỉ {now}",
+    ),
     "clock_bad": (
         "System clock not synchronised (no {file}); it reads {now}",
         "Đồng hồ chưa đồng bộ (không có {file}); đang chỉ {now}",
     ),
     "hint_clock": (
-        "Check 4G data and NTP (timedatectl timesync-status); the node will not accept time-bound "
-        "commands until its time is trusted",
-        "Kiểm tra dữ liệu 4G và NTP (timedatectl timesync-status); nút sẽ không nhận lệnh có thời hạn "
-        "cho đến khi giờ được tin cậy",
+        "Check 4G data, the district's time service and NTP (timedatectl timesync-status); the node will "
+        "not accept time-bound commands until its time is trusted",
+        "Kiểm tra dữ liệu 4G, dịch vụ giờ của huyện và NTP (timedatectl timesync-status); nút sẽ không nhận "
+        "lệnh có thời hạn cho đến khi giờ được tin cậy",
     ),
     # broker
     "broker_ok": ("Connected over mTLS to {ok}", "Đã kết nối mTLS tới {ok}"),

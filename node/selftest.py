@@ -334,15 +334,19 @@ def run_checks(
         return text(message_id, lang, **values)
 
     now = now or dt.datetime.now(dt.timezone.utc)
-    synced = os.path.exists(cfg.clock.ntp_sync_file)
     run_dir = cfg.storage.runtime_dir
     daemon = daemon_running(run_dir)
     service_status = read_service_status(run_dir) if daemon else None
+    # The running daemon's own verdict (signed district time, NTP, RTC or cellular: docs/protocol.md §7)
+    # is the one that decides commands; without it, the configured NTP flag.
+    daemon_clock = (service_status or {}).get("clk") if daemon else None
+    synced = bool(daemon_clock.get("ok")) if isinstance(daemon_clock, dict) else (
+        bool(cfg.clock.ntp_sync_file) and os.path.exists(cfg.clock.ntp_sync_file))
     relay_ids = [f"relay:{AMPLIFIER}"] + [f"relay:{z.name}" for z in cfg.relays.zones] + ["audio"]
     steps = [
         (["certificate"], lambda: [check_certificate(cfg, say, now, synced)]),
         (["trust"], lambda: [check_trust(cfg, say, now, synced)]),
-        (["clock"], lambda: [check_clock(cfg, say, now, synced)]),
+        (["clock"], lambda: [check_clock(cfg, say, now, synced, daemon_clock)]),
         (["service"], lambda: [judge_service(service_props(), say)]),
         (["broker"], lambda: [check_broker(cfg, say)]),
         (["libvlc"], lambda: [check_libvlc(cfg, say)]),

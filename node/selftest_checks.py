@@ -193,10 +193,15 @@ def check_trust(cfg, say: Say, now: dt.datetime, clock_synced: bool) -> CheckRes
     return CheckResult("trust", True, say("trust_ok", **values))
 
 
-def check_clock(cfg, say: Say, now: dt.datetime, synced: bool) -> CheckResult:
+def check_clock(cfg, say: Say, now: dt.datetime, synced: bool, daemon_clock: dict | None = None) -> CheckResult:
+    """daemon_clock: the running daemon's `clk` status ({ok, src}), which outranks the NTP flag."""
     from zoneinfo import ZoneInfo
 
     shown = now.astimezone(ZoneInfo(cfg.node.timezone)).strftime("%Y-%m-%d %H:%M")
+    if isinstance(daemon_clock, dict):
+        if daemon_clock.get("ok"):
+            return CheckResult("clock", True, say("clock_ok_daemon", src=daemon_clock.get("src"), now=shown))
+        return CheckResult("clock", False, say("clock_bad_daemon", now=shown), say("hint_clock"))
     if synced:
         return CheckResult("clock", True, say("clock_ok", now=shown))
     return CheckResult(

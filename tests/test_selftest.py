@@ -343,6 +343,16 @@ def test_daemon_holding_the_lock_skips_relays_and_reads_its_status(node_config, 
         )
         results = run_checks(cfg, pin_factory=factory, locale="en")
         assert failed_ids(results) == ["input:door"]
+        # The daemon's own clock verdict outranks the NTP flag: signed district time, no NTP on this pole.
+        (tmp_path / "timesync-synchronized").unlink()
+        status = json.loads((run_dir / "status.json").read_text())
+        (run_dir / "status.json").write_text(json.dumps({**status, "clk": {"ok": True, "src": "signed"}}))
+        clock = next(r for r in run_checks(cfg, pin_factory=factory, locale="en") if r.id == "clock")
+        assert clock.ok is True and "source signed" in clock.detail
+        (tmp_path / "timesync-synchronized").touch()     # NTP says synchronised, the daemon does not trust it
+        (run_dir / "status.json").write_text(json.dumps({**status, "clk": {"ok": False, "src": None}}))
+        clock = next(r for r in run_checks(cfg, pin_factory=factory, locale="en") if r.id == "clock")
+        assert clock.ok is False and "does not trust its clock" in clock.detail
         by_id = {r.id: r for r in results}
         assert "running service" in by_id["input:door"].detail
         assert by_id["modem"].ok is True and "Viettel" in by_id["modem"].detail
