@@ -1,0 +1,122 @@
+"""Review attacks on signed time (issue 9, helper timeattack). Each test states the SAFE behaviour the
+node promises (docs/protocol.md 7/7a) and drives the whole node on virtual time (tests/onair_harness:
+the real loop, intake, verifier, store, floor file, TimeKeeper) or the pure checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from onair_harness import T0, VirtualNode
+
+from node.adapters.floorfile import FloorFile
+from node.adapters.system_clock import FakeClock
+from node.trust.timeanswer import answer_body
+from provisioning.district.signing import sign_envelope
+from provisioning.district.timeservice import time_keys
+from provisioning.district.workspace import Workspace
+
+NODE = "27787-01"
+
+
+def outcomes(node, cid):
+    return [d.outcome for d in node.app.intake.decisions if d.command_id == cid]
+
+
+def test_floor_file_pushed_ahead_makes_the_node_forget_seen_ids_and_accept_a_replay(tmp_path, district_ws):
+    # Life 1: a 6 h emergency is accepted and played; its id is remembered until it expires.
+    first = VirtualNode(tmp_path, district_ws)
+    cid = first.play(first.clip("tin-khan", 3), level="emergency", valid_for=6 * 3600)
+    first.run(30)
+    captured = first.last_envelope
+    assert [r["content_id"] for r in first.records()] == ["tin-khan"]
+    first.close()
+    # The floor file now reads a year ahead: a torn 48-byte overwrite ("2027-" over "2026-12-31..."),
+    # a bit flip, or a floor saved by older firmware from a wrong NTP clock. No checksum catches it.
+    FloorFile(tmp_path / "state" / "time-floor").save(T0 + dt.timedelta(days=365))
+    (tmp_path / "b").mkdir()
+    node = VirtualNode(tmp_path / "b", district_ws, state_dir=tmp_path / "state",
+                       clock=FakeClock(T0 + dt.timedelta(seconds=60)))
+    try:
+        node.clip("tin-khan", 3)
+        node.run(700)                    # the district's time service is down for 11 minutes
+        node.app.timekeeper.ask()
+        node.answer_time()               # a fresh signed answer corrects the floor (clock_floor_corrected)
+        assert node.events("clock_floor_corrected")
+        node.deliver(captured)           # the attacker replays the captured, still-valid emergency
+        node.run(30)
+        # Safe: the id of a still-valid accepted command is never forgotten, so the replay is refused.
+        assert outcomes(node, cid) == ["rejected"], "replay of an accepted emergency was accepted again"
+        assert node.records() == []
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("source", ["ntp", "rtc"])
+def test_ntp_one_day_behind_admits_an_expired_command_before_signed_time(tmp_path, district_ws, source):
+    # A fresh node (floor = build date) boots with NTP "synchronised" (or an RTC) a day behind (spoofed
+    # NTP, a reset RTC). On connect the broker delivers, before the first time answer, a command whose
+    # validity ended 23 h ago (captured yesterday, replayed; this node never saw it: no seen id).
+    wrong = T0 - dt.timedelta(days=1)
+    node = VirtualNode(tmp_path, district_ws, clock=FakeClock(wrong, ntp=source == "ntp",
+                                                              rtc=wrong if source == "rtc" else None))
+    node.app.intake.observe_clock(rtc=True)
+    try:
+        clip = node.clip("hom-qua", 3)
+        cid = node.play(clip, level="emergency", valid_for=3600, at=T0 - dt.timedelta(days=1, seconds=60))
+        node.run(1)
+        node.clock.set_wall(T0 + dt.timedelta(seconds=1))    # NTP is fixed; the true time is T0
+        node.app.timekeeper.ask()
+        node.answer_time(at=T0 + dt.timedelta(seconds=1))
+        node.run(30)
+        # Safe: a command is admitted only by time bounded by signed time (or held until it comes), so an
+        # expired one is rejected `expired` and never played.
+        assert outcomes(node, cid) in (["held", "rejected"], ["rejected"]), outcomes(node, cid)
+        assert node.records() == []
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("source", ["ntp", "rtc"])
+def test_ntp_ten_years_ahead_loses_a_fresh_queued_emergency_before_signed_time(tmp_path, district_ws, source):
+    # NTP claims sync but is ten years ahead (refused `trust_expired`), or the RTC is 300 days ahead
+    # (inside its 400-day lead: refused `expired`). The emergency queued for the node while it was down
+    # is delivered at connect, before the first signed time answer (a few hundred ms later).
+    wrong = T0 + dt.timedelta(days=3652 if source == "ntp" else 300)
+    node = VirtualNode(tmp_path, district_ws, clock=FakeClock(wrong, ntp=source == "ntp",
+                                                              rtc=wrong if source == "rtc" else None))
+    node.app.intake.observe_clock(rtc=True)
+    try:
+        clip = node.clip("bao-lu", 3)
+        cid = node.play(clip, level="emergency", valid_for=1800, at=T0)
+        node.answer_time(at=T0 + dt.timedelta(seconds=1))    # signed time arrives; signed wins over NTP
+        node.run(30)
+        assert node.app.clock_trust.status()["source"] == "signed"
+        # Safe: a command refused only because the clock is not yet checked against signed time is held
+        # and decided by the signed time (as clock_untrusted ones are): the fresh emergency plays.
+        assert [r["content_id"] for r in node.records()] == ["bao-lu"], outcomes(node, cid)
+    finally:
+        node.close()
+
+
+def test_batch_time_answer_replayed_is_accepted_a_second_time(tmp_path, district_ws):
+    node = VirtualNode(tmp_path, district_ws)
+    node.clock.ntp = False
+    try:
+        node.app.timekeeper.ask()                            # two outstanding nonces (connect + this)
+        nonces = list(node.app.timekeeper.book.issued)
+        assert len(nonces) == 2
+        node.run(0.2)
+        body = answer_body(NODE, nonces, node.clock.wall(), 200)     # one answer serving both (a batch)
+        from node.trust.envelope import PAYLOAD_TIME
+        batch = sign_envelope(PAYLOAD_TIME, body, time_keys(Workspace.load(district_ws)))
+        topic = f"spk/node/{NODE}/time"
+        node.broker.deliver(topic, batch)
+        node.run(0.5)
+        node.broker.deliver(topic, batch)                    # the same signed bytes again (replay/duplicate)
+        node.run(0)
+        # Safe (7a: "not a replay of an accepted one"): every nonce an accepted answer carries is used up.
+        assert node.app.timekeeper.accepted == 1, "a replayed batch answer set the clock a second time"
+        assert [e["data"]["reason"] for e in node.events("rejected")] == ["time_nonce_unknown"]
+    finally:
+        node.close()
