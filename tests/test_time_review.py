@@ -120,3 +120,22 @@ def test_batch_time_answer_replayed_is_accepted_a_second_time(tmp_path, district
         assert [e["data"]["reason"] for e in node.events("rejected")] == ["time_nonce_unknown"]
     finally:
         node.close()
+
+
+def test_command_held_until_ntp_syncs_is_dropped_although_the_clock_became_trusted(tmp_path, district_ws):
+    # No district time service answers (a district without the time duty, or it is down). The node boots
+    # before systemd-timesyncd has synchronised; the queued command arrives at connect and is held.
+    node = VirtualNode(tmp_path, district_ws)
+    node.clock.ntp = False
+    try:
+        cid = node.play(node.clip("thong-bao", 3), valid_for=3600)
+        assert outcomes(node, cid) == ["held"]
+        node.run(10)
+        node.clock.ntp = True                                # NTP synchronises 10 s after boot
+        node.run(190)
+        assert node.app.intake.observe_clock() is not None   # the clock is trusted (source ntp) ...
+        # Safe: a command held only for want of trusted time is decided as soon as the clock is trusted
+        # (by any source that may admit commands), not dropped as clock_untrusted after 120 s.
+        assert [r["content_id"] for r in node.records()] == ["thong-bao"], outcomes(node, cid)
+    finally:
+        node.close()
