@@ -139,3 +139,43 @@ def test_command_held_until_ntp_syncs_is_dropped_although_the_clock_became_trust
         assert [r["content_id"] for r in node.records()] == ["thong-bao"], outcomes(node, cid)
     finally:
         node.close()
+
+
+def test_real_node_with_ntp_ten_years_ahead_loses_a_queued_emergency(tmp_path, district_ws, fresh_broker,
+                                                                      python_exe):
+    """The same break against the real daemon, the shipped broker/ACL and the real time service."""
+    import os
+    import time
+
+    from support import NodeProcess, district_probe, wait_until
+    from test_time_attacks import NODE as REAL
+    from test_time_attacks import TEN_YEARS, node_config, play_body, stored_events
+
+    from provisioning.district.simulator import DistrictSimulator
+    from provisioning.district.timeservice import TimeService
+
+    flag = tmp_path / "ntp-synchronized"
+    flag.touch()
+    config, state = node_config(tmp_path, district_ws, fresh_broker,
+                                f'[clock]\nntp_sync_file = "{flag}"\nwall_offset = {TEN_YEARS}\n')
+    watcher = district_probe(fresh_broker, district_ws, subscribe=(f"spk/node/{REAL}/time/req",),
+                             client_id=f"timeattack-{os.getpid()}-{time.monotonic_ns()}")
+    node = NodeProcess(config, python_exe)
+    try:
+        watcher.wait_for(lambda t, o: t == f"spk/node/{REAL}/time/req", 20)   # subscribed: session exists
+        assert node.terminate() == 0
+        sim = DistrictSimulator(district_ws, fresh_broker.address)
+        try:   # queued on its persistent session while it is down; valid for 10 minutes
+            cid = sim.send("play", play_body("bao-lu", "emergency"), [REAL], valid_for=dt.timedelta(minutes=10))
+        finally:
+            sim.close()
+        with TimeService(district_ws, fresh_broker.address):
+            node = NodeProcess(config, python_exe)
+            decided = wait_until(lambda: [e for e in stored_events(state) if e.get("type") in ("accepted", "rejected")
+                                          and (e.get("data") or {}).get("command_id") == cid], 30)
+            assert node.terminate() == 0
+        # Safe: decided by the signed time that comes a few ms after connect: accepted (then played).
+        assert decided[0]["type"] == "accepted", decided[0]["data"]
+    finally:
+        watcher.close()
+        node.close()
