@@ -141,6 +141,33 @@ def test_command_held_until_ntp_syncs_is_dropped_although_the_clock_became_trust
         node.close()
 
 
+def test_signed_answer_behind_the_floor_reopens_the_replay_of_a_forgotten_emergency(tmp_path, district_ws):
+    # The district's clock steps back 70 minutes (a VM restored from a snapshot, an ntpd step, a server
+    # without NTP after a reboot) and answers one request: validly signed, with the node's fresh nonce.
+    node = VirtualNode(tmp_path, district_ws)
+    node.clock.ntp = False
+    try:
+        node.app.timekeeper.ask()
+        node.answer_time()
+        cid = node.play(node.clip("bao-khan", 2), level="emergency", valid_for=600)
+        node.run(20)
+        captured = node.last_envelope
+        for _ in range(5):                                   # 75 minutes of normal signed refreshes:
+            node.run(900)                                    # the floor passes expiry + skew and the
+            node.app.timekeeper.ask()                        # emergency's id is forgotten (correctly)
+            node.answer_time()
+        assert not node.app.store.seen(cid)
+        node.app.timekeeper.ask()
+        node.answer_time(at=T0 + dt.timedelta(minutes=5))    # inside the emergency's validity
+        node.deliver(captured)                               # the attacker replays it
+        node.run(20)
+        # Safe: lowering the floor must not reopen replays ("exactly once"): commands issued before the
+        # corrected time are refused (e.g. issued_before_reset) and nothing plays a second time.
+        assert [r["content_id"] for r in node.records()] == ["bao-khan"], outcomes(node, cid)
+    finally:
+        node.close()
+
+
 def test_real_node_with_ntp_ten_years_ahead_loses_a_queued_emergency(tmp_path, district_ws, fresh_broker,
                                                                       python_exe):
     """The same break against the real daemon, the shipped broker/ACL and the real time service."""
