@@ -11,7 +11,9 @@ from onair_harness import T0, VirtualNode
 
 from node.adapters.floorfile import FloorFile
 from node.adapters.system_clock import FakeClock
+from node.trust.keys import keyid_of_key
 from node.trust.timeanswer import answer_body
+from node.trust.trustdoc import load_trust_file
 from provisioning.district.signing import sign_envelope
 from provisioning.district.timeservice import time_keys
 from provisioning.district.workspace import Workspace
@@ -166,6 +168,33 @@ def test_signed_answer_behind_the_floor_reopens_the_replay_of_a_forgotten_emerge
         assert [r["content_id"] for r in node.records()] == ["bao-khan"], outcomes(node, cid)
     finally:
         node.close()
+
+
+def test_torn_floor_file_write_is_read_as_a_floor_a_year_ahead(tmp_path):
+    # A power cut during the 48-byte in-place overwrite (SD cards promise no atomic sector writes): the
+    # first bytes are new, the rest old. "2027-01-01T00:05" over "2026-12-31T23:55" -> "2027-12-31T23:55".
+    floor_file = FloorFile(tmp_path / "time-floor")
+    old = dt.datetime(2026, 12, 31, 23, 55, tzinfo=dt.timezone.utc)
+    floor_file.save(old)
+    old_bytes = floor_file.path.read_bytes()
+    floor_file.save(dt.datetime(2027, 1, 1, 0, 5, tzinfo=dt.timezone.utc))
+    new_bytes = floor_file.path.read_bytes()
+    floor_file.path.write_bytes(new_bytes[:4] + old_bytes[4:])
+    # Safe: a torn record is detected (checksum / two alternating slots) and never read ahead of both the
+    # old and the new value (the docstring: "unreadable (a torn write: start lower)").
+    loaded = floor_file.load()
+    assert loaded is None or loaded <= dt.datetime(2027, 1, 1, 0, 5, tzinfo=dt.timezone.utc), loaded
+
+
+def test_time_service_signs_with_a_key_that_holds_only_the_time_role(district_ws):
+    # The time duty runs online all the time (speaker-district serve), so its key is the one an attacker
+    # who breaks into the district server gets first. The collector got a key of its own ("ack") for that.
+    workspace = Workspace.load(district_ws)
+    trust = load_trust_file(district_ws / "trust.json")
+
+    roles = {role for key in time_keys(workspace) for role in trust.keys[keyid_of_key(key)].roles}
+    # Safe: the online time key cannot sign schedules or remote config (or anything but time answers).
+    assert roles == {"time"}, f"the time service's key also holds {sorted(roles - {'time'})}"
 
 
 def test_real_node_with_ntp_ten_years_ahead_loses_a_queued_emergency(tmp_path, district_ws, fresh_broker,
