@@ -276,15 +276,21 @@ class NodeApp:
 
     def _clock_tick(self) -> None:
         self.loop.call_later(CLOCK_TICK_S, self._clock_tick)
-        self.intake.observe_clock(rtc=True)
+        if self.intake.observe_clock(rtc=True) is not None:
+            # Trusted by any source that may admit commands (NTP synchronised since, an RTC...): what was
+            # held only for want of time is decided now, not dropped as clock_untrusted after 120 s.
+            for decision in self.intake.retry_held():
+                if decision.outcome == "accepted":
+                    self.kick()
         self.intake.expire_held()
         if self.clock.monotonic() - self._last_floor_save >= FLOOR_SAVE_S:
             self._save_floor()
-        # Seen ids are forgotten by the *saved* floor (only signed time raises it), never by the raw
-        # system clock: a Pi whose clock runs days ahead must not forget ids of still-valid commands.
-        if self._saved_floor:
+        # Seen ids are forgotten only by a floor a signed answer confirmed in this run, never by the raw
+        # system clock nor by a floor loaded at start (a torn or wrong floor file a year ahead would
+        # forget the ids of still-valid commands, and a replay would be accepted).
+        if self.clock_trust.signed_age(self.clock.monotonic()) is not None:
             try:
-                self.store.forget_expired(dt.datetime.fromisoformat(self._saved_floor).timestamp())
+                self.store.forget_expired(self.clock_trust.floor.timestamp())
             except STORAGE_ERRORS as exc:
                 self.reporter.storage_error("state", exc)
 
@@ -297,12 +303,31 @@ class NodeApp:
         saved = dt.datetime.fromisoformat(self._saved_floor) if self._saved_floor else None
         if saved is None or corrected is not None or self.clock_trust.floor < saved:
             self._save_floor(everywhere=True)
+        if corrected is not None:
+            self._reset_epoch_at_correction()
         self._bound_reset_epoch()
         for decision in self.intake.retry_held():
             if decision.outcome == "accepted":
                 self.kick()
         self.onair.on_clock_trusted()
         self.kick()
+
+    def _reset_epoch_at_correction(self) -> None:
+        """A signed answer moved the floor back (a floor saved from a wrong clock, or the district's clock
+        stepped back): ids forgotten by the higher floor may belong to commands still valid at the lower
+        one. Commands issued before the corrected time are refused issued_before_reset from now on
+        (docs/protocol.md §6/§7): lowering the floor never reopens a replay."""
+        epoch = self.clock_trust.floor.replace(microsecond=0) - dt.timedelta(seconds=1)
+        current = self.store.reset_epoch(None)
+        if current is not None and current >= epoch:
+            return
+        try:
+            self.store.put("reset_epoch", epoch.isoformat())
+        except STORAGE_ERRORS as exc:
+            self.reporter.storage_error("state", exc)
+            return
+        log.warning("time floor moved back by signed time: commands issued before %s are refused",
+                    epoch.isoformat())
 
     def _bound_reset_epoch(self) -> None:
         """A state reset settled while the clock was wrong (NTP years ahead) would refuse every command

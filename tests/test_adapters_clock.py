@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from node.adapters.floorfile import RECORD_BYTES, FloorFile
+from node.adapters.floorfile import FILE_BYTES, SLOT_BYTES, FloorFile
 from node.adapters.system_clock import SystemClock
 from node.config import validate
 
@@ -44,18 +44,33 @@ def test_a_simulated_node_reads_neither_the_hosts_ntp_flag_nor_its_rtc(tmp_path)
     assert real.clock.wall_offset == 0.0          # a simulation knob only
 
 
-def test_floor_file_round_trips_in_one_fixed_size_record(tmp_path):
+def test_floor_file_round_trips_in_two_fixed_slots(tmp_path):
     floor_file = FloorFile(tmp_path / "time-floor")
     assert floor_file.load() is None
     first = dt.datetime(2026, 12, 2, 1, 0, 0, 123456, tzinfo=UTC)
-    floor_file.save(first)
-    floor_file.save(first + dt.timedelta(minutes=10))
-    assert floor_file.load() == first + dt.timedelta(minutes=10)
-    assert (tmp_path / "time-floor").stat().st_size == RECORD_BYTES   # overwritten in place, never grows
+    for n in range(5):
+        floor_file.save(first + dt.timedelta(minutes=10 * n))
+    assert floor_file.load() == first + dt.timedelta(minutes=40)
+    assert FloorFile(tmp_path / "time-floor").load() == first + dt.timedelta(minutes=40)   # a new process
+    assert (tmp_path / "time-floor").stat().st_size == FILE_BYTES   # overwritten in place, never grows
+
+
+def test_a_save_torn_anywhere_falls_back_to_the_previous_save_never_to_a_mixed_value(tmp_path):
+    path = tmp_path / "time-floor"
+    old = dt.datetime(2026, 12, 31, 23, 55, tzinfo=UTC)
+    new = dt.datetime(2027, 1, 1, 0, 5, tzinfo=UTC)
+    FloorFile(path).save(old)
+    before = path.read_bytes()
+    FloorFile(path).save(new)
+    after = path.read_bytes()
+    for cut in range(1, FILE_BYTES):                  # the power fails after `cut` bytes of the new save
+        path.write_bytes(after[:cut] + before[cut:])
+        assert FloorFile(path).load() in (old, new), cut
 
 
 def test_a_torn_or_foreign_floor_file_is_no_floor(tmp_path):
     path = tmp_path / "time-floor"
-    for junk in (b"", b"\x00" * RECORD_BYTES, b"2026-12-02T01:00", b"2026-12-02T01:00:00\n", b"\xff\xfe"):
+    for junk in (b"", b"\x00" * FILE_BYTES, b"2026-12-02T01:00", b"2026-12-02T01:00:00+00:00\n", b"\xff\xfe",
+                 b"0000000000000001 2027-12-31T23:55:00+00:00 00000000".ljust(SLOT_BYTES)):
         path.write_bytes(junk)
         assert FloorFile(path).load() is None      # start from the state store / build floor instead

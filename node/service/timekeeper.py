@@ -16,10 +16,28 @@ import logging
 import secrets
 from typing import Callable
 
-from node.trust.timeanswer import DEFAULT_TIME_POLICY, NonceBook, Rejected, SignedTime, TimePolicy, request_body
+from node.errors import RemoteDataError
+from node.trust.envelope import parse_envelope
+from node.trust.timeanswer import (
+    DEFAULT_TIME_POLICY,
+    NonceBook,
+    Rejected,
+    SignedTime,
+    TimePolicy,
+    parse_answer,
+    request_body,
+)
 from node.trust.timeanswer import verify_time_answer as _verify
 
 log = logging.getLogger(__name__)
+
+
+def _answer_nonces(payload: bytes) -> tuple[str, ...]:
+    """The nonces of an answer verify_time_answer has just accepted (so it parses)."""
+    try:
+        return parse_answer(parse_envelope(payload, max_bytes=DEFAULT_TIME_POLICY.max_answer_bytes).payload).nonces
+    except RemoteDataError:   # cannot happen after acceptance; then only the nonce it used is spent
+        return ()
 
 
 class TimeKeeper:
@@ -85,6 +103,10 @@ class TimeKeeper:
                          received_monotonic=self.clock.monotonic(), policy=self.policy)
         if isinstance(result, Rejected):
             return result
+        # Every nonce of ours the answer carries is used up, not only the newest: a batch answer serving
+        # two open requests must not set the clock a second time when it is replayed.
+        for nonce in _answer_nonces(payload):
+            self.book.use(nonce)
         self.book.use(result.nonce)
         self.accepted += 1
         corrected = self.clock_trust.accept_signed(result.time, result.monotonic, result.uncertainty_s)
