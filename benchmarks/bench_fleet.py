@@ -144,7 +144,8 @@ def run_size(n: int, base: Path) -> dict:
     for node in box.nodes.values():
         text = simulated_node_toml(node.node_dir, node.node_id, node.groups, [broker.address],
                                    state_dir=node.state_dir, modem=False, warmup=0.05, tail=0.2, idle_hold=1.0,
-                                   min_off=0.2, reconnect_max=120.0, ntp_file=flag)
+                                   min_off=0.2, reconnect_max=120.0, ntp_file=flag,
+                                   await_signed=0)
         node.config.write_text(text.replace('reconnect_min = "0.2s"', 'reconnect_min = "1s"'))
     content = box.start_content_server()
     sub = sim = collector = None

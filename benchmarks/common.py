@@ -65,6 +65,8 @@ def node_toml(node_dir: Path, node_id: str, groups: list[str], servers: list[str
     """A benchmark node's node.toml: the demo's simulated node template with the knobs turned."""
     from provisioning.district.box import simulated_node_toml
 
+    if knobs.get("ntp_file"):   # a simulated NTP flag and no district time service: decide at once
+        knobs.setdefault("await_signed", 0)
     return simulated_node_toml(node_dir, node_id, groups, servers, state_dir=state_dir, modem_poll=modem_poll,
                                **knobs)
 

@@ -171,6 +171,7 @@ class NodeApp:
                                      clock_trust=clock_trust, trust_document=lambda: self.trust.document,
                                      publish=self._publish_time_request, loop=loop, emit=self.emit_event,
                                      on_signed=self._on_signed_time, trusted_now=trusted_time.now,
+                                     on_unanswered=self._on_time_unanswered, await_s=cfg.clock.await_signed,
                                      refresh_s=cfg.clock.time_refresh)
         push(self.timekeeper.stop)
         self.intake = CommandIntake(node_id=cfg.node.id, groups=cfg.all_groups, store=store, trust=self.trust,
@@ -178,7 +179,8 @@ class NodeApp:
                                     max_message_bytes=cfg.trust.max_message_bytes, dispatcher=self.onair,
                                     emit=self.emit_event, on_update=self.updates.on_command,
                                     on_storage_error=self.reporter.storage_error,
-                                    time_topic=self.topics.time_answer, time_answers=self.timekeeper.on_answer)
+                                    time_topic=self.topics.time_answer, time_answers=self.timekeeper.on_answer,
+                                    awaiting_signed=self.timekeeper.awaiting_signed)
         self.storage = StorageWatch(loop=loop, store=store, outbox=self.outbox, outbox_path=state_dir / "outbox.db",
                                     outbox_fault=outbox_fault, cache=self.cache, emit_event=self.emit_event,
                                     trusted_now=trusted_time.now, retry_s=cfg.storage.fault_retry,
@@ -311,6 +313,13 @@ class NodeApp:
                 self.kick()
         self.onair.on_clock_trusted()
         self.kick()
+
+    def _on_time_unanswered(self) -> None:
+        """No signed answer within 5 s of a request (a district without the time duty, or it is down):
+        what waited for it is decided by the bounded sources, if they trust the clock."""
+        for decision in self.intake.retry_held():
+            if decision.outcome == "accepted":
+                self.kick()
 
     def _reset_epoch_at_correction(self) -> None:
         """A signed answer moved the floor back (a floor saved from a wrong clock, or the district's clock

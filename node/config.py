@@ -264,6 +264,9 @@ SCHEMA: dict[str, dict[str, F]] = {
                       "hardware clock seconds since the epoch, when the board has one; \"\" = none"),
         "wall_offset": F(ranged(parse_duration, 0, 1e10), 0.0,
                          "simulation only: seconds added to the wall clock (a wrong NTP clock in tests)"),
+        "await_signed": F(ranged(parse_duration, 0, 60), 5.0,
+                          "after connecting, decisions that depend on the clock wait this long for the first "
+                          "signed time answer before NTP/RTC/cellular time may decide them (0 = at once)"),
         "time_refresh": F(ranged(parse_duration, 60, 86400), 900.0,
                           "how often a node that has signed time asks again (bounds drift, checks NTP; "
                           "one exchange is ~650 B of TLS traffic)"),

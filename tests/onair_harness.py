@@ -74,6 +74,7 @@ amp_fault = {{ pin = 13, active_high = false }}
 debounce = 0
 [modem]
 enabled = false
+{"" if "[clock]" in extra_toml else "[clock]" + chr(10) + "await_signed = 0   # no district time service here"}
 {extra_toml}
 """)
         self.cfg = load_config(self.config_path)

@@ -217,7 +217,8 @@ def write_node_config(path: Path, ws: Path, node_id: str, servers: list[str], *,
                       **toml_kw) -> Path:
     """A node.toml for a simulated node of the test district: its certificate from ws/nodes/ID, the
     district CA, no relays or inputs unless `extra` adds them, no modem, a short keep-alive, and a
-    simulated "NTP synchronised" flag (so the node trusts its clock)."""
+    simulated "NTP synchronised" flag (so the node trusts its clock) and no wait for a district time
+    service (await_signed = 0: these tests run none)."""
     from provisioning.district.box import simulated_node_toml
 
     nd = ws / "nodes" / node_id
@@ -227,7 +228,7 @@ def write_node_config(path: Path, ws: Path, node_id: str, servers: list[str], *,
         nd, node_id, NODES.get(node_id, []) if groups is None else groups, servers,
         state_dir=state_dir or path.parent / f"state-{node_id}", trust_file=trust_file or ws / "trust.json",
         ca_file=ws / "tls" / "ca.crt", keepalive=10, reconnect_max=2, relays=False, modem=False,
-        ntp_file=ntp_flag, extra=extra, **toml_kw))
+        ntp_file=ntp_flag, extra=extra, **{"await_signed": 0, **toml_kw}))
     return path
 
 

@@ -19,6 +19,7 @@ from provisioning.district.timeservice import time_keys
 from provisioning.district.workspace import Workspace
 
 NODE = "27787-01"
+AWAIT_SIGNED = '[clock]\nawait_signed = "5s"\n'   # the shipped default (the harness's is 0: no district)
 
 
 def outcomes(node, cid):
@@ -61,7 +62,8 @@ def test_ntp_one_day_behind_admits_an_expired_command_before_signed_time(tmp_pat
     # validity ended 23 h ago (captured yesterday, replayed; this node never saw it: no seen id).
     wrong = T0 - dt.timedelta(days=1)
     node = VirtualNode(tmp_path, district_ws, clock=FakeClock(wrong, ntp=source == "ntp",
-                                                              rtc=wrong if source == "rtc" else None))
+                                                              rtc=wrong if source == "rtc" else None),
+                       extra_toml=AWAIT_SIGNED)
     node.app.intake.observe_clock(rtc=True)
     try:
         clip = node.clip("hom-qua", 3)
@@ -86,7 +88,8 @@ def test_ntp_ten_years_ahead_loses_a_fresh_queued_emergency_before_signed_time(t
     # is delivered at connect, before the first signed time answer (a few hundred ms later).
     wrong = T0 + dt.timedelta(days=3652 if source == "ntp" else 300)
     node = VirtualNode(tmp_path, district_ws, clock=FakeClock(wrong, ntp=source == "ntp",
-                                                              rtc=wrong if source == "rtc" else None))
+                                                              rtc=wrong if source == "rtc" else None),
+                       extra_toml=AWAIT_SIGNED)
     node.app.intake.observe_clock(rtc=True)
     try:
         clip = node.clip("bao-lu", 3)
@@ -186,6 +189,8 @@ def test_torn_floor_file_write_is_read_as_a_floor_a_year_ahead(tmp_path):
     assert loaded is None or loaded <= dt.datetime(2027, 1, 1, 0, 5, tzinfo=dt.timezone.utc), loaded
 
 
+@pytest.mark.xfail(strict=True, reason="review item 8 (district side): helper keys gives the time service a "
+                                      "key of its own; remove this mark when it lands")
 def test_time_service_signs_with_a_key_that_holds_only_the_time_role(district_ws):
     # The time duty runs online all the time (speaker-district serve), so its key is the one an attacker
     # who breaks into the district server gets first. The collector got a key of its own ("ack") for that.

@@ -37,6 +37,10 @@ _KEYID = re.compile(rb'"keyid"\s*:\s*"([^"\\]{1,128})"')
 BUILD_FLOOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)  # no trusted time can be older than this build
 HELD_MAX = 64        # commands held while the clock is untrusted (a persistent session's backlog)
 HELD_MAX_S = 120.0   # ... for at most this long after arrival, then reported clock_untrusted
+# Decisions that depend on the clock: while a signed answer is on its way they wait for it (a bounded
+# source a day behind would admit an expired command; ten years ahead, refuse a fresh emergency).
+TIME_DEPENDENT = frozenset({reasons.CLOCK_UNTRUSTED, reasons.EXPIRED, reasons.NOT_YET_VALID, reasons.TRUST_EXPIRED,
+                            reasons.KEY_EXPIRED, reasons.KEY_NOT_YET_VALID, reasons.ISSUED_BEFORE_RESET})
 
 
 class Dispatcher(Protocol):
@@ -145,11 +149,14 @@ class CommandIntake:
                  emit: Callable[[str, dict], None],
                  on_update: Callable[[object, bytes], None] | None = None,
                  on_storage_error: Callable[[str, Exception], None] | None = None,
-                 time_topic: str | None = None, time_answers: Callable[[bytes], object] | None = None):
+                 time_topic: str | None = None, time_answers: Callable[[bytes], object] | None = None,
+                 awaiting_signed: Callable[[], bool] = lambda: False):
         """on_storage_error(what, exc): a state write failed (disk full): the command is still acted on,
         its id remembered in memory; None re-raises (tests that want the failure loud).
         time_topic / time_answers: the node's own time topic and the check of what arrives there
-        (node.service.timekeeper.TimeKeeper.on_answer); None: this node takes no time answers."""
+        (node.service.timekeeper.TimeKeeper.on_answer); None: this node takes no time answers.
+        awaiting_signed(): a signed answer is on its way and none came yet in this run
+        (TimeKeeper.awaiting_signed): every time-dependent decision waits for it."""
         self.node_id, self.groups = node_id, list(groups)
         self.on_update = on_update           # node.update.service.UpdateService.on_command
         self.on_storage_error = on_storage_error
@@ -163,7 +170,7 @@ class CommandIntake:
         self._own_topic_part = f"/node/{node_id}/"  # its cmd and ack topics
         self._triage_document = None
         self._emergency_keyids: set[str] = set()
-        self.time_topic, self.time_answers = time_topic, time_answers
+        self.time_topic, self.time_answers, self.awaiting_signed = time_topic, time_answers, awaiting_signed
         # Commands refused only for want of trusted time (typically queued on the broker while the node
         # was down, delivered before its first signed time answer): decided again once time is trusted,
         # against that time, so an expired one is rejected "expired", never played.
@@ -174,11 +181,12 @@ class CommandIntake:
         return self.trusted_time.now(cellular, rtc)
 
     def retry_held(self) -> list[IntakeDecision]:
-        """Trusted time arrived: decide the held commands now, in arrival order."""
-        if not self.held or self.observe_clock() is None:
+        """Signed time arrived (or stopped being expected while a bounded source trusts the clock): decide
+        the held commands now, in arrival order; each keeps its arrival time for the 120 s limit."""
+        if not self.held or self.awaiting_signed() or self.observe_clock() is None:
             return []
         waiting, self.held = self.held, []
-        return [self.handle(topic, payload) for _, topic, payload, _ in waiting]
+        return [self.handle(topic, payload, arrived=arrived) for arrived, topic, payload, _ in waiting]
 
     def expire_held(self, max_wait_s: float = HELD_MAX_S) -> None:
         """Still no trusted time: what waited too long is reported clock_untrusted (once) and dropped."""
@@ -226,7 +234,8 @@ class CommandIntake:
                 return inbound.URGENT
         return inbound.OWN if self._own_topic_part in topic else inbound.GROUP
 
-    def handle(self, topic: str, payload: bytes, size: int | None = None) -> IntakeDecision:
+    def handle(self, topic: str, payload: bytes, size: int | None = None,  # noqa: C901
+               arrived: float | None = None) -> IntakeDecision:
         now = self.observe_clock()
         size = len(payload) if size is None else size
         if size > self.max_message_bytes:
@@ -237,10 +246,15 @@ class CommandIntake:
             payload, trust=self.trust.document, node_id=self.node_id, groups=self.groups, topic=topic, now=now,
             seen=self._seen, versions=self.store.versions(), limits=self.limits, floor=self.clock_trust.floor,
             reset_epoch=self.store.reset_epoch(now))
+        if len(self.held) < HELD_MAX and (
+                (isinstance(result, Rejected) and result.reason == reasons.CLOCK_UNTRUSTED)
+                or (self.awaiting_signed() and (isinstance(result, Accepted) or (
+                    isinstance(result, Rejected) and result.reason in TIME_DEPENDENT)))):
+            refusal = result if isinstance(result, Rejected) else Rejected(
+                reasons.CLOCK_UNTRUSTED, "", command_id=result.command.id, envelope_sha256=envelope_digest(payload))
+            self.held.append((self.clock.monotonic() if arrived is None else arrived, topic, bytes(payload), refusal))
+            return self._note(IntakeDecision("held", refusal.reason, refusal.command_id, None))
         if isinstance(result, Rejected):
-            if result.reason == reasons.CLOCK_UNTRUSTED and len(self.held) < HELD_MAX:
-                self.held.append((self.clock.monotonic(), topic, bytes(payload), result))
-                return self._note(IntakeDecision("held", result.reason, result.command_id, None))
             return self._rejected(topic, result)
         if isinstance(result, TrustAccepted):
             return self._trust_accepted(result, payload)

@@ -45,6 +45,7 @@ class TimeKeeper:
                  publish: Callable[[str, bytes], object], loop, emit: Callable[[str, dict], None],
                  on_signed: Callable[[float | None], None] = lambda corrected: None,
                  trusted_now: Callable[[], object] | None = None,
+                 on_unanswered: Callable[[], None] = lambda: None, await_s: float = 5.0,
                  policy: TimePolicy = DEFAULT_TIME_POLICY, refresh_s: float = 900.0, retry_min_s: float = 2.0,
                  retry_max_s: float = 60.0, new_nonce: Callable[[], str] = lambda: secrets.token_hex(32)):
         self.node_id, self.request_topic = node_id, request_topic
@@ -57,7 +58,11 @@ class TimeKeeper:
         self._retry = retry_min_s
         self._timer = None
         self.trusted_now = trusted_now or clock_trust.trusted_now   # a fresh verdict (TrustedTime.now)
-        self.on_signed = on_signed   # the node: floor saved, held commands decided (gets the correction)
+        self.on_signed = on_signed           # the node: floor saved, held commands decided (gets the correction)
+        self.on_unanswered = on_unanswered   # the node: held commands decided by the bounded sources
+        self._unanswered_timer = None
+        self.await_s = await_s
+        self._connected_at: float | None = None   # monotonic time of this connection's first request
         self.requests = 0
         self.accepted = 0
 
@@ -74,6 +79,11 @@ class TimeKeeper:
             self.book.issue(nonce, self.clock.monotonic())
             self.requests += 1
             self.publish(self.request_topic, request_body(nonce))
+            if self._connected_at is None:
+                self._connected_at = self.clock.monotonic()
+                if self.await_s > 0 and self.clock_trust.signed_age(self._connected_at) is None:
+                    self.loop.cancel(self._unanswered_timer)
+                    self._unanswered_timer = self.loop.call_later(self.await_s + 0.05, self._unanswered)
         if self._has_fresh_signed():
             delay = self.refresh_s
         else:
@@ -84,6 +94,19 @@ class TimeKeeper:
             delay, self._retry = self._retry, min(cap, self._retry * 2)
         self._timer = self.loop.call_later(delay, self.ask)
 
+    def awaiting_signed(self) -> bool:
+        """No signed answer yet in this run, and this connection's first request is under await_s old:
+        the answer is expected any moment (the district answers in milliseconds)."""
+        if self.await_s <= 0 or not self.connected or self._connected_at is None:
+            return False
+        mono = self.clock.monotonic()
+        return self.clock_trust.signed_age(mono) is None and mono - self._connected_at <= self.await_s
+
+    def _unanswered(self) -> None:
+        self._unanswered_timer = None
+        if not self.awaiting_signed():
+            self.on_unanswered()
+
     def on_connected(self) -> None:
         self.connected = True
         self._retry = self.retry_min_s
@@ -91,10 +114,12 @@ class TimeKeeper:
 
     def on_disconnected(self) -> None:
         self.connected = False
+        self._connected_at = None
 
     def stop(self) -> None:
         self.loop.cancel(self._timer)
-        self._timer = None
+        self.loop.cancel(self._unanswered_timer)
+        self._timer = self._unanswered_timer = None
 
     # --- answers ----------------------------------------------------------------------------------
     def on_answer(self, payload: bytes) -> SignedTime | Rejected:

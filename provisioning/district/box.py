@@ -31,7 +31,8 @@ def simulated_node_toml(node_dir: Path, node_id: str, groups: list[str], servers
                         idle_hold: float = 2.0, min_off: float = 0.5, modem: bool = True, modem_poll: float = 10.0,
                         heartbeat_full: float = 900.0, delta_min_interval: float = 5.0,
                         resend_after: float = 60.0, resend_max: float = 3600.0, failback_interval: float = 300.0,
-                        ntp_file: Path | None = None, runtime_dir: Path | None = None, extra: str = "") -> str:
+                        ntp_file: Path | None = None, runtime_dir: Path | None = None, extra: str = "",
+                        await_signed: float | None = None) -> str:
     """node.toml for a simulated node (the demo, the tests and the benchmarks all use this one):
     the node's own key material, state under state_dir, WAV output, MockFactory pins, optionally the
     pty modem simulator. ntp_file: a file whose existence means "NTP synchronised"."""
@@ -50,6 +51,8 @@ mains = {{ pin = 6, active_high = true }}
 amp_fault = {{ pin = 13, active_high = false }}
 """ if relays else ""
     clock = f'\n[clock]\nntp_sync_file = "{ntp_file}"\n' if ntp_file else ""
+    if await_signed is not None:   # 0: no district time service expected (tests that trust an NTP flag)
+        clock = (clock or "\n[clock]\n") + f"await_signed = {await_signed}\n"
     runtime = f'runtime_dir = "{runtime_dir}"\n' if runtime_dir else ""
     return f"""# simulated node {node_id} (district-in-a-box)
 [node]
