@@ -189,8 +189,6 @@ def test_torn_floor_file_write_is_read_as_a_floor_a_year_ahead(tmp_path):
     assert loaded is None or loaded <= dt.datetime(2027, 1, 1, 0, 5, tzinfo=dt.timezone.utc), loaded
 
 
-@pytest.mark.xfail(strict=True, reason="review item 8 (district side): helper keys gives the time service a "
-                                      "key of its own; remove this mark when it lands")
 def test_time_service_signs_with_a_key_that_holds_only_the_time_role(district_ws):
     # The time duty runs online all the time (speaker-district serve), so its key is the one an attacker
     # who breaks into the district server gets first. The collector got a key of its own ("ack") for that.
