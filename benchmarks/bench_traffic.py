@@ -401,7 +401,10 @@ def analyse(r: dict) -> dict:
     out["idle_packets"] = sum(1 for p in packets if r["t_a"] <= p.t < r["t_b"])
     out["idle_kinds"] = {k: (len(v), statistics.median(att.ip_bytes(e) for e in v)) for k, v in kinds.items()}
     scale = HOUR / window
-    status_payload = statistics.median(s[2] for s in r["seen"] if s[3] == "status (full heartbeat)")
+    # The periodic snapshot's size in the window (snapshots at connect or after a change differ in size).
+    statuses = [m for m in r["seen"] if m[3] == "status (full heartbeat)"]
+    in_window = [m[2] for m in statuses if r["t_a"] <= m[0] < r["t_b"]]
+    status_payload = statistics.median(in_window or [m[2] for m in statuses])
     rows = {}
     for bound, model in models.items():
         hour = {"keep-alives (one per keep-alive interval)": (HOUR / r["keepalive"], model.keepalive()),
