@@ -256,7 +256,10 @@ def run(args) -> dict:
     quick = args.quick
     idle_s = args.seconds or (60 if quick else 900)
     keepalive, full_every, modem_poll = (10, 30, 10) if quick else (60, 900, 60)
-    time_refresh = 60 if quick else 900     # [clock] time_refresh: the default is 15 min
+    from node.config import SCHEMA
+
+    shipped_refresh = SCHEMA["clock"]["time_refresh"].default     # seconds
+    time_refresh = 60 if quick else shipped_refresh
     plays = args.plays or (2 if quick else 5)
     result: dict = {"idle_s": idle_s, "keepalive": keepalive, "full_every": full_every, "plays": plays,
                     "time_refresh": time_refresh}
@@ -277,7 +280,7 @@ def run(args) -> dict:
             # the field without NTP; its requests and the answers are part of the traffic.
             configure(node, [broker.address], keepalive=keepalive, heartbeat_full=full_every, modem=True,
                       modem_poll=modem_poll,
-                      extra="" if time_refresh == 900 else f"\n[clock]\ntime_refresh = {time_refresh}\n")
+                      extra="" if time_refresh == shipped_refresh else f"\n[clock]\ntime_refresh = {time_refresh}\n")
             timeservice = TimeService(box.workspace, broker.address)
             timeservice.start()
             hook_publishes(timeservice._client, answers, lambda topic, payload: ("time answer", []), qos=0)
