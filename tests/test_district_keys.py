@@ -293,3 +293,23 @@ def test_the_online_identity_can_neither_send_nor_clear_a_command(district_ws, e
     finally:
         intruder.close()
         node.close()
+
+
+def test_a_node_event_carrying_a_private_key_does_not_stop_serve(district_ws, exported):
+    # The collector stores node text in DIR/records.db. A node that puts a PEM private key into an
+    # event must not make the next serve start refuse (a denial of the district's time service).
+    import sqlite3
+
+    from provisioning.district.records_store import RecordStore
+
+    store = RecordStore.open(None, exported)
+    store.close()
+    pem = (district_ws / "nodes" / NODE / "node.key").read_text()
+    with sqlite3.connect(exported / "records.db") as db:
+        db.execute("CREATE TABLE IF NOT EXISTS planted (text TEXT)")
+        db.execute("INSERT INTO planted VALUES (?)", (pem,))
+    assert pem.encode() in (exported / "records.db").read_bytes() + b"".join(
+        p.read_bytes() for p in exported.glob("records.db-*"))
+    assert offline_keys(exported) == []
+    (exported / "keys" / "planted.pem").write_text(pem)       # the same key anywhere else is found
+    assert [f.path.name for f in offline_keys(exported)] == ["planted.pem"]

@@ -46,6 +46,9 @@ MANIFEST = "serve-dir.json"
 TLS_IDENTITY = SERVE_IDENTITY   # the client certificate serve's duties connect with (localbroker.client_tls)
 _PEM_PRIVATE = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 _SCAN_LIMIT = 1 << 20           # key files are small; databases and logs beside them are not read whole
+# The collector's default store (records_store.RecordStore.open: DIR/records.db) holds what nodes sent:
+# a node could put any PEM text in an event, and serve must not refuse to start because of it.
+STATE_FILES = frozenset({"records.db", "records.db-wal", "records.db-shm", "records.db-journal"})
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,16 @@ def offline_keys(directory: str | os.PathLike, trust: TrustDocument | None = Non
     """Every private key in any file under DIRECTORY that `serve` must not hold: root keys, signing keys
     with a role outside ONLINE_ROLES, keys the trust document does not know, the TLS CA key, any TLS key
     but the service's own, and private keys that cannot be read (encrypted or damaged: nobody can say they
-    are harmless). Files are judged by content, not by name."""
+    are harmless). Files are judged by content, not by name, except the collector's database (STATE_FILES:
+    node-supplied text)."""
     directory = Path(directory)
     trust = trust or Workspace.load(directory).trust
     ca_public = _cert_public(directory / "tls" / "ca.crt")
     own_public = _cert_public(directory / "tls" / f"{TLS_IDENTITY}.crt")
     found = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if path.parent == directory and path.name in STATE_FILES:
+            continue
         try:
             if path.stat().st_size > _SCAN_LIMIT:
                 continue
