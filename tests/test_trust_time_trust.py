@@ -168,3 +168,12 @@ def test_a_signed_time_beacon_command_is_retired_and_never_accepted():
     for now in (None, NOW):
         result = verify(beacon, now)
         assert isinstance(result, Rejected) and result.reason == "unsupported_type"
+
+
+def test_a_looser_answer_that_agrees_does_not_widen_the_uncertainty_but_one_that_disagrees_wins():
+    c = ClockTrust(NOW - dt.timedelta(days=1), build_date=BUILD)
+    c.accept_signed(NOW, 100.0, 0.3)
+    c.accept_signed(NOW + dt.timedelta(seconds=10.5), 110.0, 4.2)    # slow round trip, same time give or take
+    assert c._signed_now(110.0)[1] < 0.31                            # noqa: SLF001 - the anchor kept is the tight one
+    c.accept_signed(NOW + dt.timedelta(seconds=200), 120.0, 4.2)     # disagrees beyond both bounds: signed, newest
+    assert c._signed_now(120.0)[0] == NOW + dt.timedelta(seconds=200)  # noqa: SLF001

@@ -96,8 +96,19 @@ class ClockTrust:
             self._floor = max(lower, self._build) if self._build else lower
         elif lower > self._floor:
             self._floor = lower
-        self._signed = _Anchor(time, monotonic, uncertainty_s)
+        if not self._keeps_tighter_anchor(time, monotonic, uncertainty_s):
+            self._signed = _Anchor(time, monotonic, uncertainty_s)
         return corrected
+
+    def _keeps_tighter_anchor(self, time: dt.datetime, monotonic: float, uncertainty_s: float) -> bool:
+        """A looser answer that agrees with the anchor in use (a slow round trip, answers out of order)
+        must not widen the uncertainty: the tighter anchor is kept, as long as it is fresh."""
+        held = self._signed_now(monotonic)
+        if held is None:
+            return False
+        now, held_uncertainty = held
+        agrees = abs((time - now).total_seconds()) <= uncertainty_s + held_uncertainty
+        return agrees and held_uncertainty < uncertainty_s
 
     def signed_age(self, monotonic: float) -> float | None:
         return None if self._signed is None else self._signed.age(monotonic)
