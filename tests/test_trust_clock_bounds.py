@@ -187,3 +187,17 @@ def test_status_reports_the_offset_of_trusted_time_from_the_wall_clock():
     clock.observe(wall=NOW - s(12.3456), monotonic=0.0, ntp_synced=False)
     assert clock.status()["offset_s"] == 12.346
     assert clock.status()["trusted"] is True
+
+
+def test_a_signed_time_whose_lower_bound_equals_the_floor_leaves_the_persisted_floor_as_it_was():
+    plus7 = dt.timezone(dt.timedelta(hours=7))
+    floor = NOW.astimezone(plus7)
+    clock = ClockTrust(floor, policy=ClockPolicy(drift_ppm=0.0))
+    assert clock.accept_signed(NOW + s(1), 0.0, 1.0) is None          # lower bound == floor
+    assert clock.status()["floor"] == "2026-11-26T12:30:00+07:00"
+    clock = ClockTrust(floor, policy=ClockPolicy(drift_ppm=0.0))
+    clock.accept_signed(NOW - s(0.5), 0.0, 1.0)                      # lower bound 1.5 s below the floor
+    clock.observe(wall=EPOCH, monotonic=1.5, ntp_synced=False)      # now exactly at the floor + uncertainty
+    assert clock.status()["floor"] == "2026-11-26T12:30:00+07:00"
+    clock.observe(wall=EPOCH, monotonic=2.5, ntp_synced=False)
+    assert clock.floor == NOW + s(1)

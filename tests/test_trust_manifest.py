@@ -164,3 +164,16 @@ def test_a_manifest_is_verified_for_our_groups_from_no_topic_and_against_seen_id
     refused(check(audio, manifest_for(AUDIO), seen={CID}), "replayed", f"command {CID} was already accepted")
     schedule = V.sign(V.command("schedule", V.schedule_body(1), cid=CID), ["schedule"])
     assert check(audio, schedule).reason == "unsupported_type"   # no versions to compare: not a rollback
+
+
+def test_a_file_one_byte_longer_than_a_signed_length_of_whole_chunks_is_refused(tmp_path):
+    from node.trust.manifest import CHUNK
+
+    data = bytes(range(256)) * (2 * CHUNK // 256)      # exactly two read chunks
+    path = tmp_path / "two-chunks.mp3"
+    path.write_bytes(data + b"\x00")
+    decision = check(path, manifest_for(data))
+    assert (decision.reason, decision.detail) == ("audio_length_mismatch",
+                                                  f"file is longer than the signed {len(data)} bytes")
+    path.write_bytes(data)
+    assert isinstance(check(path, manifest_for(data)), Accepted)
