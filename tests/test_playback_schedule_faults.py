@@ -159,3 +159,64 @@ def test_a_priority_slot_wins_over_a_later_normal_one():
     assert active_at(schedule, None, dt.datetime(2026, 11, 23, 5, 45, tzinfo=UTC)).slot_id == "prio"
     normal = body([slot(id="early", start="05:00", duration=7200), slot(id="late", start="05:30")])
     assert active_at(normal, None, dt.datetime(2026, 11, 23, 5, 45, tzinfo=UTC)).slot_id == "late"
+
+
+def _in_local_zone(monkeypatch, zone, call):
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        return call()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_the_days_scanned_are_the_schedule_zone_s_not_the_node_s(monkeypatch):
+    # 25 hours between the zones: a window read in the node's local zone would miss these slots.
+    every_day = [1, 2, 3, 4, 5, 6, 7]
+    pago = body([slot(id="late", weekdays=every_day, start="23:45", duration=60)], timezone="Pacific/Pago_Pago")
+    start = dt.datetime(2026, 11, 24, 10, 30, tzinfo=UTC)          # 23:30 on the 23rd in Pago Pago
+    found = _in_local_zone(monkeypatch, "Pacific/Kiritimati",
+                           lambda: expand(pago, None, start, start + dt.timedelta(hours=1)))
+    assert [occ.starts_at for occ in found] == [dt.datetime(2026, 11, 24, 10, 45, tzinfo=UTC)]
+    kiri = body([slot(id="early", weekdays=every_day, start="00:15", duration=60)], timezone="Pacific/Kiritimati")
+    end = dt.datetime(2026, 11, 25, 10, 30, tzinfo=UTC)            # 00:30 on the 26th in Kiritimati
+    found = _in_local_zone(monkeypatch, "Pacific/Pago_Pago",
+                           lambda: expand(kiri, None, end - dt.timedelta(hours=1), end))
+    assert [occ.starts_at for occ in found] == [dt.datetime(2026, 11, 25, 10, 15, tzinfo=UTC)]
+
+
+def test_a_once_item_counts_from_its_start_instant_and_not_at_the_window_end():
+    item = once(playlist=_DROP, live={"url": "https://r.example/x"}, duration=90)
+    at = dt.datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    (occurrence,) = expand(body(onces=[item]), None, at, at + dt.timedelta(seconds=1))
+    assert (occurrence.ends_at, occurrence.playlist, occurrence.live) == (at + dt.timedelta(seconds=90), None,
+                                                                           {"url": "https://r.example/x"})
+    assert expand(body(onces=[item]), None, at - dt.timedelta(hours=1), at) == []
+    (listed,) = expand(body(onces=[once()]), None, at, at + dt.timedelta(seconds=1))
+    assert listed.playlist == (TRACK,) and listed.live is None
+    assert len(expand(body(onces=[once()] * 200), None, *WEEK)) == 200
+
+
+def test_missed_slots_are_those_over_not_started_within_31_days_newest_256():
+    from node.playback.schedule import missed_between
+
+    every_day = body([slot(weekdays=[1, 2, 3, 4, 5, 6, 7], duration=1800)])
+    now = dt.datetime(2026, 11, 23, 6, 0, tzinfo=UTC)              # the day's slot ended at 06:00 exactly
+    missed = missed_between(every_day, None, now - dt.timedelta(days=3), now)
+    assert [occ.occurrence_id for occ in missed] == [f"sang@2026-11-{d}T05:30:00Z" for d in (21, 22, 23)]
+    running = missed_between(every_day, None, now - dt.timedelta(hours=25), now - dt.timedelta(seconds=1))
+    assert [occ.occurrence_id for occ in running] == ["sang@2026-11-22T05:30:00Z"]
+    started = {"sang@2026-11-22T05:30:00Z"}
+    assert len(missed_between(every_day, None, now - dt.timedelta(days=3), now, started)) == 2
+    assert len(missed_between(every_day, None, now - dt.timedelta(days=400), now)) == 31
+    assert missed_between(every_day, None, now, now) == []
+    assert missed_between(every_day, None, now + dt.timedelta(days=1), now) == []
+    hourly = body([slot(id=f"h{h:02d}", weekdays=[1, 2, 3, 4, 5, 6, 7], start=f"{h:02d}:00", duration=60)
+                   for h in range(24)])
+    newest = missed_between(hourly, None, now - dt.timedelta(days=20), now)
+    assert len(newest) == 256 and newest[-1].occurrence_id == "h05@2026-11-23T05:00:00Z"
+    without_zone = body([slot(weekdays=[1, 2, 3, 4, 5, 6, 7])], timezone=_DROP)
+    assert missed_between(without_zone, "UTC", now - dt.timedelta(days=1), now)[-1].starts_at.hour == 5

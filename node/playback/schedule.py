@@ -118,7 +118,7 @@ def expand(schedule_body: dict, tz_name: str | None, start: dt.datetime,
         if not isinstance(weekdays, list) or not weekdays or any(
                 not isinstance(d, int) or not 1 <= d <= 7 for d in weekdays):
             raise _bad(f"{where}: weekdays must be a list of 1..7 (ISO, 1 = Monday)")
-        match = _HHMM.match(str(slot.get("start", "")))
+        match = _HHMM.match(str(slot.get("start")))   # str(None) fails the pattern too
         if not match:
             raise _bad(f"{where}: start must be HH:MM")
         at = dt.time(int(match.group(1)), int(match.group(2)))
@@ -135,7 +135,7 @@ def expand(schedule_body: dict, tz_name: str | None, start: dt.datetime,
         once_id, duration, level, volume = _common(entry, where)
         playlist, live = _content(entry, where)
         try:
-            begins = dt.datetime.fromisoformat(str(entry.get("at", "")))
+            begins = dt.datetime.fromisoformat(str(entry.get("at")))
         except ValueError as exc:
             raise _bad(f"{where}: at must be an RFC 3339 time") from exc
         if begins.tzinfo is None:
