@@ -63,3 +63,14 @@ def test_each_negative_timing_is_refused_by_name(name):
         RelaySequencer(**{name: -1.5})
     assert str(info.value) == f"{name} must be >= 0, got -1.5"
     assert getattr(RelaySequencer(**{name: 0.0}), name) == 0.0
+
+
+def test_one_late_tick_performs_every_step_it_passed_in_order():
+    seq = RelaySequencer()
+    seq.request_play(0.0)
+    seq.force_off(10.0)
+    seq.request_play(12.0, ["cho"])
+    assert seq.tick(100.0) == [("amp", True), ("zones", ["cho"], True), ("ready_to_play",)]
+    seq.playback_finished(110.0)
+    assert seq.tick(1000.0) == [("zones", None, False), ("amp", False)]
+    assert seq.snapshot() == {"phase": "off", "deadline": None, "off_since": 141.0, "zones_on": False}
