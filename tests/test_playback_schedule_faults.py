@@ -220,3 +220,28 @@ def test_missed_slots_are_those_over_not_started_within_31_days_newest_256():
     assert len(newest) == 256 and newest[-1].occurrence_id == "h05@2026-11-23T05:00:00Z"
     without_zone = body([slot(weekdays=[1, 2, 3, 4, 5, 6, 7])], timezone=_DROP)
     assert missed_between(without_zone, "UTC", now - dt.timedelta(days=1), now)[-1].starts_at.hour == 5
+
+
+def test_a_playlist_position_needs_a_positive_duration_for_every_item_and_starts_at_zero():
+    from node.playback.schedule import playlist_position, position_in_slot
+
+    def occurrence(*durations):
+        items = [{**TRACK, "duration": d} for d in durations]
+        (occ,) = expand(body([slot(playlist=items, duration=3600)]), None, *WEEK)
+        return occ
+
+    starts = dt.datetime(2026, 11, 23, 5, 30, tzinfo=UTC)
+    assert position_in_slot(occurrence(600), starts - dt.timedelta(seconds=30)) == 0.0
+    assert playlist_position(occurrence(600), starts - dt.timedelta(seconds=30)) == (0, 0.0)
+    assert playlist_position(occurrence(0.5, 600), starts + dt.timedelta(seconds=0.75)) == (1, 0.25)
+    for bad in (0, -5, None, "600"):
+        assert playlist_position(occurrence(bad), starts + dt.timedelta(seconds=1)) is None
+
+
+def test_content_to_prefetch_follows_the_node_zone_when_the_schedule_has_none():
+    from node.playback.schedule import needed_content
+
+    without = body([slot()], timezone=_DROP)
+    at = dt.datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
+    assert needed_content(without, "UTC", at, dt.timedelta(hours=1)) == {TRACK["sha256"]}
+    assert needed_content(without, None, at, dt.timedelta(hours=1)) == set()   # 05:30 in Vietnam is 22:30 UTC
