@@ -236,6 +236,7 @@ def test_a_playlist_position_needs_a_positive_duration_for_every_item_and_starts
     assert playlist_position(occurrence(0.5, 600), starts + dt.timedelta(seconds=0.75)) == (1, 0.25)
     for bad in (0, -5, None, "600"):
         assert playlist_position(occurrence(bad), starts + dt.timedelta(seconds=1)) is None
+    assert playlist_position(occurrence(0, 600), starts + dt.timedelta(seconds=1)) is None
 
 
 def test_content_to_prefetch_follows_the_node_zone_when_the_schedule_has_none():
