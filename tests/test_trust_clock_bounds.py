@@ -201,3 +201,16 @@ def test_a_signed_time_whose_lower_bound_equals_the_floor_leaves_the_persisted_f
     assert clock.status()["floor"] == "2026-11-26T12:30:00+07:00"
     clock.observe(wall=EPOCH, monotonic=2.5, ntp_synced=False)
     assert clock.floor == NOW + s(1)
+
+
+def test_a_looser_agreeing_answer_keeps_the_tighter_anchor_up_to_the_edge_of_agreement():
+    def clock_after(time, uncertainty):
+        clock = ClockTrust(FLOOR, policy=ClockPolicy(drift_ppm=0.0))
+        clock.accept_signed(NOW, 0.0, 1.0)                   # held at monotonic 10: NOW + 10 s, ±1 s
+        clock.accept_signed(time, 10.0, uncertainty)
+        return clock.observe(wall=EPOCH, monotonic=10.0, ntp_synced=False)
+
+    held = NOW + s(10)
+    assert clock_after(held + s(3), 2.0) == held                # 3 s apart = 2 + 1: agrees, looser: kept
+    assert clock_after(held + s(3.5), 2.0) == held + s(3.5)     # beyond agreement: the new answer wins
+    assert clock_after(held + s(0.5), 1.0) == held + s(0.5)     # as tight as the held one: the newer wins
