@@ -5,7 +5,7 @@
 
 It asks on every broker connection, every 2 s (doubling to 60 s) while the clock is untrusted (doubling
 to `refresh_s` while NTP, RTC or cellular time is trusted but nothing signed is), and
-every `refresh_s` (15 min: bounds the drift of the monotonic clock and catches NTP going wrong) while
+every `refresh_s` (2 h by default: bounds the drift of the monotonic clock and catches NTP going wrong) while
 it has. Runs on the node loop only (answers arrive as MessageReceived events; the timer is a loop
 timer); nonces live in memory only (a restart makes every earlier answer worthless).
 """
@@ -46,7 +46,7 @@ class TimeKeeper:
                  on_signed: Callable[[float | None], None] = lambda corrected: None,
                  trusted_now: Callable[[], object] | None = None,
                  on_unanswered: Callable[[], None] = lambda: None, await_s: float = 5.0,
-                 policy: TimePolicy = DEFAULT_TIME_POLICY, refresh_s: float = 900.0, retry_min_s: float = 2.0,
+                 policy: TimePolicy = DEFAULT_TIME_POLICY, refresh_s: float = 7200.0, retry_min_s: float = 2.0,
                  retry_max_s: float = 60.0, new_nonce: Callable[[], str] = lambda: secrets.token_hex(32)):
         self.node_id, self.request_topic = node_id, request_topic
         self.clock, self.clock_trust, self.trust_document = clock, clock_trust, trust_document
