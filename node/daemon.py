@@ -85,8 +85,12 @@ def main(argv: list[str]) -> int:
             return EX_TEMPFAIL
         running.callback(app.close)
 
+        signals: list[int] = []
+
         def on_signal(signum, frame):
-            log.info("signal %d: stopping", signum)
+            # Only a reentrant post here (the loop's queue is a SimpleQueue): logging from a handler can
+            # re-enter the log stream's buffered writer the interrupted main thread was in.
+            signals.append(signum)
             app.loop.stop()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -94,6 +98,8 @@ def main(argv: list[str]) -> int:
         running.callback(app.shutdown)  # runs before close: playback and relays off, final acks, offline
         app.start()
         app.loop.run()
+        if signals:
+            log.info("signal %d: stopping", signals[0])
     # After a software update switch: exit 75 for systemd, or exec the guard (simulation); never returns
     # when it execs.
     code = app.restarter.after_shutdown()

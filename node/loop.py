@@ -58,9 +58,35 @@ def _name_of(fn) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
+class SignalStop:
+    """A stop request a signal handler may make. threading.Event.set() takes a lock that the interrupted
+    main thread may be holding inside Event.wait(): a SIGTERM landing there deadlocks. SimpleQueue.put()
+    is reentrant."""
+
+    def __init__(self) -> None:
+        self._requests: "queue.SimpleQueue[None]" = queue.SimpleQueue()
+        self._set = False
+
+    def set(self, *_signal_args) -> None:
+        self._requests.put(None)
+
+    def wait(self, timeout: float) -> bool:
+        """True once set (at once if it already was), False after `timeout` seconds."""
+        if not self._set:
+            try:
+                self._requests.get(timeout=timeout)
+            except queue.Empty:
+                return False
+            self._set = True
+        return True
+
+
 class EventLoop:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic, *, strict: bool | None = None):
-        self._queue: "queue.Queue[object]" = queue.Queue()
+        # SimpleQueue, not Queue: its put() is reentrant, so a signal handler may post (SIGTERM -> Stop)
+        # while the main thread is inside get(). queue.Queue's put() takes the lock get() holds: a
+        # SIGTERM that lands there deadlocks the daemon (seen: a node that never exited after SIGTERM).
+        self._queue: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._cancelled: set[int] = set()
         self._seq = itertools.count()
@@ -72,7 +98,8 @@ class EventLoop:
         self.failure_count = 0
 
     def post(self, event: object) -> None:
-        """Thread-safe: the only thing a paho, libVLC or gpiozero callback may do."""
+        """Thread-safe and reentrant: the only thing a paho, libVLC, gpiozero callback or a signal handler
+        may do."""
         self._queue.put(event)
 
     def on(self, event_type: type, handler: Callable[[object], None]) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import threading
 
 from node.modem.at import ATPort, ModemError, ModemGone, ModemTimeout
 
@@ -84,10 +83,11 @@ def _status(args) -> int:
 
 
 def _simulate(args) -> int:
+    from node.loop import SignalStop
     from node.modem.simulator import ModemSimulator
 
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = SignalStop()
+    previous = signal.signal(signal.SIGTERM, stop.set)
     try:
         with ModemSimulator(args.profile, echo=not args.no_echo, link=args.link) as sim:
             print(

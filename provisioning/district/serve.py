@@ -23,7 +23,6 @@ import contextlib
 import logging
 import signal
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -151,11 +150,12 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from node.adapters.systemd_notify import Notifier
+    from node.loop import SignalStop
     from provisioning.district.workspace import WorkspaceError
 
-    stop = threading.Event()
+    stop = SignalStop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stop.set)
     notifier = Notifier()
     try:
         if not refuse_offline_keys(Path(args.directory), args.allow_offline_keys):
