@@ -64,7 +64,9 @@ def store_rate(url: str, total: int, batch: int = 500) -> float:
 COLLECTOR_PROCESS = """
 import json, signal, sys, threading
 from provisioning.district.collector import CollectorDuty
-duty = CollectorDuty(sys.argv[1], db=sys.argv[2], brokers=[sys.argv[3]])
+from provisioning.district.serve_dir import tls_identity
+# a serve-dir (bench_fleet: the box's export) connects as district-serve, a workspace as district
+duty = CollectorDuty(sys.argv[1], db=sys.argv[2], brokers=[sys.argv[3]], identity=tls_identity(sys.argv[1]))
 duty.start()
 duty.collector.wait_connected(20)
 print("ready", flush=True)
