@@ -208,3 +208,38 @@ def test_no_modem_on_missing_path_is_gone(tmp_path):
     port = ATPort(str(tmp_path / "nothing"), open_attempts=2, retry_delay=0.01)
     with pytest.raises(ModemGone):
         port.command("AT")
+
+
+def test_port_vanishing_mid_flush_with_termios_eio_is_modem_gone_not_a_crash(sim):
+    # pyserial's flush() is termios.tcdrain and open() runs tcgetattr: on a device that just vanished
+    # (USB re-enumeration after AT+CFUN=1,1) they raise termios.error, which is not an OSError. Under load
+    # the reset test hit exactly that and the exception escaped the driver.
+    import termios
+
+    import serial
+
+    class VanishingPort(serial.Serial):
+        vanish = False
+
+        def flush(self):
+            if VanishingPort.vanish:
+                raise termios.error(5, "Input/output error")
+            super().flush()
+
+    opened = []
+
+    def factory(*args, **kwargs):
+        if VanishingPort.vanish and opened:
+            raise termios.error(5, "Input/output error")    # tcgetattr on the half-gone device
+        opened.append(1)
+        return VanishingPort(*args, **kwargs)
+
+    with ATPort(sim.port, timeout=1.0, retry_delay=0.01, open_attempts=2, serial_factory=factory) as port:
+        assert port.command("AT+CSQ") == ["+CSQ: 23,99"]
+        VanishingPort.vanish = True
+        with pytest.raises(ModemGone):
+            port.command("AT+CSQ")                           # write, then flush: EIO
+        with pytest.raises(ModemGone):
+            port.command("AT+CSQ")                           # reopen: EIO from open, both attempts
+        VanishingPort.vanish = False
+        assert port.command("AT+CSQ") == ["+CSQ: 23,99"]     # and it comes back when the device does

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import re
+import termios
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ import serial
 
 from node.errors import DeviceError
 from node.modem import parse
+
+# What a serial port raises when the modem disappears under it (USB re-enumeration after AT+CFUN=1,1, a
+# brown-out). pyserial lets termios.error through from open() (tcgetattr) and flush() (tcdrain), and
+# termios.error is not an OSError: it escaped as EIO from a reset under load instead of ModemGone.
+PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 MAX_LINE_CHARS = 4096  # a longer line is noise or a runaway; it is dropped
 MAX_REPLY_LINES = 256
@@ -324,7 +330,7 @@ class ATPort:
                 self._sleep(self.retry_delay)
             try:
                 self._serial = self._serial_factory(self.port, self.baud, timeout=0.05, write_timeout=2.0)
-            except (serial.SerialException, OSError, ValueError) as exc:
+            except (*PORT_ERRORS, ValueError) as exc:
                 last = exc
                 continue
             self._buffer.clear()
@@ -374,19 +380,19 @@ class ATPort:
             self._serial.flush()
         except serial.SerialTimeoutException as exc:
             raise ModemTimeout(f"write to {self.port} timed out") from exc
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise self._gone(exc) from exc
 
     def _read_some(self) -> bytes:
         try:
             return self._serial.read(max(1, min(self._waiting(), 4096)))
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise self._gone(exc) from exc
 
     def _waiting(self) -> int:
         try:
             return self._serial.in_waiting
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise self._gone(exc) from exc
 
     def _pop_line(self) -> str | None:
