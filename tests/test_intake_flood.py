@@ -122,11 +122,13 @@ def test_triage_bug_does_not_lose_the_message():
 # --- the real daemon and the real broker ----------------------------------------------------------------
 
 def test_junk_flood_on_the_command_topic_does_not_hold_up_an_emergency_and_the_status_counts_drops(
-        district_ws, broker, tmp_path, python_exe):
-    """Thousands of 55 kB junk messages on the node's own command topic, then a genuine emergency stop:
+        district_ws, fresh_broker, tmp_path, python_exe):
+    """Hundreds of 55 kB junk messages (44 MB) on the node's own command topic, then a genuine emergency stop:
     the emergency is accepted, the status carries the drop count (`in_drop`; whether this machine
     drops any depends on its speed: the drop policy itself is tested above), and SIGTERM stops the
-    daemon cleanly."""
+    daemon cleanly. Its own broker: on the shared one, whatever earlier tests left queued in this node's
+    persistent session arrives first (once, in a pristine Debian root, the emergency was not accepted
+    within 60 s there)."""
     import threading
 
     from node.topics import mqtt_client_id
@@ -134,9 +136,9 @@ def test_junk_flood_on_the_command_topic_does_not_hold_up_an_emergency_and_the_s
     from provisioning.district.simulator import DistrictSimulator
 
     node_id = "27787-02"
-    watcher = district_probe(broker, district_ws, client_id=f"flood-{os.getpid()}-{time.monotonic_ns()}")
-    sim = DistrictSimulator(district_ws, broker.address)
-    cfg = write_node_config(tmp_path / "node.toml", district_ws, node_id, [broker.address],
+    watcher = district_probe(fresh_broker, district_ws, client_id=f"flood-{os.getpid()}-{time.monotonic_ns()}")
+    sim = DistrictSimulator(district_ws, fresh_broker.address)
+    cfg = write_node_config(tmp_path / "node.toml", district_ws, node_id, [fresh_broker.address],
                             state_dir=tmp_path / "state")
     node = NodeProcess(cfg, python_exe)
     flooders = []
@@ -146,10 +148,12 @@ def test_junk_flood_on_the_command_topic_does_not_hold_up_an_emergency_and_the_s
         done = threading.Event()
 
         def flood(i):
-            flooder = Probe(broker, client_tls(district_ws, "district"),
+            flooder = Probe(fresh_broker, client_tls(district_ws, "district"),
                             mqtt_client_id("district", f"flood-{i}-{os.getpid()}"))
             flooders.append(flooder)
-            for _ in range(1500):
+            # 2 x 400 x 55 kB = 44 MB, 22 times the node's 2 MiB inbound bound (it was 165 MB: no more
+            # overflow, only more load on a shared CI machine).
+            for _ in range(400):
                 flooder.client.publish(f"spk/node/{node_id}/cmd", junk, qos=0)  # a firehose: no PUBACK to wait for
             done.set()
 
@@ -160,7 +164,7 @@ def test_junk_flood_on_the_command_topic_does_not_hold_up_an_emergency_and_the_s
         command = sim.command("stop", {"content_id": None, "level": "emergency", "all": False}, [node_id])
         sim.publish_raw(f"spk/node/{node_id}/cmd", sim.sign(command), timeout=30)
         watcher.wait_for(lambda t, o: t.endswith(f"{node_id}/events") and o.get("type") == "accepted"
-                         and o["data"]["command_id"] == command["id"], 60)
+                         and o["data"]["command_id"] == command["id"], 90)
         for t in threads:
             t.join(60)
         _, status = watcher.find(lambda t, o: t.endswith(f"{node_id}/status") and "in_drop" in (o or {}), 30)
