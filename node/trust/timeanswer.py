@@ -25,7 +25,7 @@ from node.trust import reasons
 from node.trust.durations import parse_time
 from node.trust.envelope import PAYLOAD_TIME, parse_envelope, strict_json
 from node.trust.trustdoc import TrustDocument
-from node.trust.verifier import Rejected, _crypto_signers, _decide, _key_time_problem, _worst, reject
+from node.trust.verifier import Rejected, _crypto_signers, _decide, _worst, keys_valid_at, reject
 
 NONCE = re.compile(r"^[0-9a-f]{64}$")   # 32 random bytes, lower-case hex
 MAX_NONCES = 16                         # one answer may serve a batch of requests (Roughtime-style)
@@ -179,13 +179,7 @@ def _verify(data, trust, node_id, issued, received, policy):
     at = answer.time
     if at >= trust.expires:
         return reject(reasons.TRUST_EXPIRED, f"trust version {trust.version} expired")
-    valid = {}
-    for keyid, key in signers.items():
-        problem = _key_time_problem(key, at)
-        if problem:
-            problems.append((problem, keyid))
-        else:
-            valid[keyid] = key
+    valid = keys_valid_at(signers, at, problems)
     if not valid:
         return _worst(problems)
     threshold = trust.threshold("time")

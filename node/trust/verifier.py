@@ -149,6 +149,19 @@ def _check_targets(command: Command, node_id: str, groups, topic: str | None) ->
     return reject(reasons.NOT_FOR_US, detail, command_id=command.id)
 
 
+def keys_valid_at(signers: dict[str, TrustedKey], at: dt.datetime,
+                  problems: list[tuple[str, str]]) -> dict[str, TrustedKey]:
+    """The signers whose validity window holds `at`; each other one's (reason, keyid) goes to problems."""
+    valid: dict[str, TrustedKey] = {}
+    for keyid, key in signers.items():
+        problem = _key_time_problem(key, at)
+        if problem:
+            problems.append((problem, keyid))
+        else:
+            valid[keyid] = key
+    return valid
+
+
 def _key_time_problem(key: TrustedKey, at: dt.datetime) -> str | None:
     if key.expires is not None and at >= key.expires:
         return reasons.KEY_EXPIRED
@@ -261,13 +274,7 @@ def _verify(data, trust, node_id, groups, topic, now, seen, versions, limits, fl
     if at >= trust.expires:
         return reject(reasons.TRUST_EXPIRED, f"trust version {trust.version} expired", command_id=cid)
 
-    valid: dict[str, TrustedKey] = {}
-    for keyid, key in signers.items():
-        problem = _key_time_problem(key, at)
-        if problem:
-            problems.append((problem, keyid))
-        else:
-            valid[keyid] = key
+    valid = keys_valid_at(signers, at, problems)
     if not valid:
         return _worst(problems, cid)
 
